@@ -17,6 +17,7 @@ from airflow_net import tracking
 from airflow_net.models.base import (
     TINY,
     count_params,
+    held_out_uids,
     load_corpus_sources,
     load_hf_base,
     make_tiny_base,
@@ -45,11 +46,15 @@ def main() -> None:
 
     if b.num_threads:
         torch.set_num_threads(b.num_threads)
-    resolved = {"seed": p.seed, "base": b.model_dump()}
+    resolved = {"seed": p.seed, "base": b.model_dump(),
+                "prepare": {"val_frac": p.prepare.val_frac, "test_frac": p.prepare.test_frac}}
     with tracking.run("base", resolved) as t:
         if b.model == TINY:
             banner("tokenizer + tiny Qwen2 pre-training on the corpus")
-            sources = load_corpus_sources(args.corpus)
+            # Only the DAGs of the train split: the val/test DAGs' code would otherwise be memorised here and
+            # make the evaluation a recall test.
+            held_out = held_out_uids(args.corpus, p.prepare, p.seed)
+            sources = load_corpus_sources(args.corpus, exclude_uids=held_out)
             tiny = make_tiny_base(sources, b, seed=p.seed, on_step=lambda s, loss: t.log_metrics({"loss": loss}, step=s))
             model, tokenizer, r = tiny.model, tiny.tokenizer, tiny.result
             metrics = {
@@ -57,6 +62,7 @@ def main() -> None:
                 "params": count_params(model),
                 "vocab_size": len(tokenizer),
                 "n_dags": tiny.n_dags,
+                "held_out_dags": len(held_out),  # val + test DAGs, not pre-trained on
                 "corpus_tokens": tiny.corpus_tokens,
                 "tokens_per_dag": round(tiny.tokens_per_dag, 1),
                 "pretrain_steps": len(r.losses),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import defaultdict
@@ -29,22 +30,42 @@ def to_messages(system_prompt: str, instruction: str, source: str | None = None)
     return msgs
 
 
+def split_of(uid: str, params: PrepareParams, seed: int) -> str:
+    """The split of one DAG: "test", "val" or "train", from a seeded hash of its uid alone.
+
+    It does not depend on which other DAGs exist, so the base stage (which pre-trains the tiny model on
+    the corpus before any instruction is written) can leave out exactly the DAGs that prepare will hold
+    out, even when the instruct stage dropped some DAGs: no test DAG's code is ever trained on.
+    """
+    digest = hashlib.sha256(f"{seed}:{uid}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
+    if u < params.test_frac:
+        return "test"
+    if u < params.test_frac + params.val_frac:
+        return "val"
+    return "train"
+
+
+def split_uids(uids: list[str], params: PrepareParams, seed: int) -> dict[str, list[str]]:
+    """DAG uids by split (see :func:`split_of`); fails clearly when the train or test split would be empty."""
+    parts: dict[str, list[str]] = {s: [] for s in ("test", "val", "train")}
+    for uid in sorted(set(uids)):
+        parts[split_of(uid, params, seed)].append(uid)
+    if not parts["train"] or not parts["test"]:
+        raise UserError(
+            f"only {len(set(uids))} DAGs: too few for prepare.test_frac={params.test_frac} and "
+            f"val_frac={params.val_frac} (train {len(parts['train'])}, test {len(parts['test'])} DAGs);"
+            " generate more DAGs (corpus.n_dags) or change the fractions"
+        )
+    return parts
+
+
 def split_by_dag(pairs: list[dict[str, Any]], params: PrepareParams, seed: int) -> dict[str, list[dict[str, Any]]]:
-    """Assign whole DAGs (all their instructions) to train/val/test with a seeded shuffle."""
+    """Assign whole DAGs (all their instructions) to train/val/test by :func:`split_of`."""
     by_uid: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for p in pairs:
         by_uid[p["uid"]].append(p)
-    uids = sorted(by_uid)
-    random.Random(seed).shuffle(uids)
-    n = len(uids)
-    n_test = max(1, round(n * params.test_frac))
-    n_val = round(n * params.val_frac) if params.val_frac > 0 else 0
-    if n - n_test - n_val < 1:
-        raise UserError(
-            f"only {n} DAGs: too few for prepare.test_frac={params.test_frac} and val_frac={params.val_frac};"
-            " generate more DAGs (corpus.n_dags) or lower the fractions"
-        )
-    parts = {"test": uids[:n_test], "val": uids[n_test : n_test + n_val], "train": uids[n_test + n_val :]}
+    parts = split_uids(list(by_uid), params, seed)
     out: dict[str, list[dict[str, Any]]] = {}
     for split, ids in parts.items():
         rows = []

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from airflow_net.models.tokenizer import ENDOFTEXT, IM_END, save_tokenizer, train_tokenizer
 from airflow_net.params import BaseParams
@@ -25,14 +26,30 @@ CORPUS_FILE = "dags.jsonl"
 TINY = "tiny"
 
 
-def load_corpus_sources(corpus_dir: str | Path) -> list[str]:
-    """The DAG sources of the corpus (``<corpus_dir>/dags.jsonl``, one JSON object per line with "source")."""
+def load_corpus_sources(corpus_dir: str | Path, *, exclude_uids: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """The DAG sources of the corpus (``<corpus_dir>/dags.jsonl``, one JSON object per line with "source"),
+    without those whose "uid" is in ``exclude_uids`` (the DAGs held out for validation and test)."""
     path = Path(corpus_dir) / CORPUS_FILE
     rows = read_jsonl(path)
-    sources = [r["source"] for r in rows if isinstance(r.get("source"), str) and r["source"].strip()]
+    sources = [
+        r["source"] for r in rows
+        if isinstance(r.get("source"), str) and r["source"].strip() and r.get("uid") not in exclude_uids
+    ]
     if not sources:
         raise UserError(f"{path}: no DAG sources found (expected rows with a non-empty 'source'; run the corpus stage)")
     return sources
+
+
+def held_out_uids(corpus_dir: str | Path, prepare: Any, seed: int) -> set[str]:
+    """The corpus DAGs that the prepare stage puts in the val and test splits (same seeded hash of the uid):
+    the tiny base model must not pre-train on the code it will be evaluated on."""
+    from airflow_net.data.prepare import split_uids
+
+    uids = [r["uid"] for r in read_jsonl(Path(corpus_dir) / CORPUS_FILE) if isinstance(r.get("uid"), str)]
+    if not uids:
+        return set()
+    parts = split_uids(uids, prepare, seed)
+    return set(parts["val"]) | set(parts["test"])
 
 
 def build_tiny_model(params: BaseParams, tokenizer, *, seed: int):
