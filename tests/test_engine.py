@@ -102,6 +102,56 @@ def test_concurrent_requests_return_the_one_at_a_time_answers(tiny_dir: Path, qu
             assert eq or first_difference_is_a_near_tie(e, p, a.tokens, b.tokens)
 
 
+def kv_matches_bookkeeping(engine: Engine) -> bool:
+    """Every slot's ``kv_tokens`` is as long as what llama.cpp holds for its sequence id (positions 0..n-1)."""
+    ll = engine._ll
+    return all(ll.llama_memory_seq_pos_max(engine._mem, s.seq_id) == len(s.kv_tokens) - 1 for s in engine._slots)
+
+
+def test_a_sequence_moved_to_close_a_gap_continues_exactly(engine: Engine) -> None:
+    """When a slot in the middle frees up, the highest running sequence moves down into it (its KV stream is
+    copied), so llama.cpp decodes the running sequences in one pass; the moved answer is unchanged, and the
+    slots' prefix caches stay true, so a second round reuses them and still gives the same answers."""
+    ps = prompts(engine, 4)
+    lengths = [40, 5, 40, 40]  # the second ends first: slot 1 frees while slots 0, 2, 3 run on
+    params = [SamplingParams(max_tokens=n, ignore_eos=True) for n in lengths]
+    alone = [engine.generate_many([p], sp)[0].tokens for p, sp in zip(ps, params, strict=True)]
+    moves = engine.stats["slot_moves"]
+    reqs = [engine.submit(p, sp) for p, sp in zip(ps, params, strict=True)]
+    where: dict[int, set[int]] = {r.id: set() for r in reqs}  # the sequence ids each request ran on
+    while engine.step():
+        assert kv_matches_bookkeeping(engine)
+        for s in engine._slots:
+            if s.req is not None:
+                where[s.req.id].add(s.seq_id)
+    assert engine.stats["slot_moves"] > moves
+    assert where[reqs[3].id] == {3, 1}  # the last request moved from slot 3 into the gap at slot 1
+    assert [r.result(timeout=0).tokens for r in reqs] == alone
+    again = engine.generate_many(ps, params)
+    assert kv_matches_bookkeeping(engine)
+    assert sum(c.cached_tokens for c in again) > 0
+    assert [c.tokens for c in again] == alone
+
+
+def test_the_greedy_shortcut_gives_the_sampler_chains_tokens(engine: Engine) -> None:
+    """Plain greedy requests take the argmax of their logits; a zero logit bias makes the engine build llama.cpp's
+    sampler chain (logit bias + greedy) instead: both give the same tokens, with and without ignore_eos."""
+    p, q = prompts(engine, 2)
+    for ignore_eos in (True, False):
+        fast = SamplingParams(max_tokens=32, ignore_eos=ignore_eos)
+        chain = SamplingParams(max_tokens=32, ignore_eos=ignore_eos, logit_bias=((0, 0.0),))
+        reqs = [engine.submit(x, sp) for x, sp in ((p, fast), (q, fast), (p, chain), (q, chain))]
+        engine.step()
+        kinds = {s.req.id: (s.greedy, s.sampler is not None) for s in engine._slots if s.req is not None}
+        assert [kinds[r.id] for r in reqs] == [(True, False)] * 2 + [(False, True)] * 2
+        while engine.step():
+            pass
+        a, b, c, d = (r.result(timeout=0) for r in reqs)
+        assert (a.tokens, a.finish_reason) == (c.tokens, c.finish_reason)
+        assert (b.tokens, b.finish_reason) == (d.tokens, d.finish_reason)
+        assert len(a.tokens) > 0
+
+
 def test_requests_beyond_the_slots_wait_for_a_free_one(tiny_dir: Path) -> None:
     with Engine(tiny_gguf(tiny_dir, "Q8_0"), n_parallel=2, n_ctx=256, n_threads=2) as e:
         out = e.generate_many(prompts(e, 5), SamplingParams(max_tokens=8, ignore_eos=True))

@@ -1,13 +1,16 @@
 """A continuous-batching inference engine over llama-cpp-python's low-level API.
 
 One llama.cpp context holds ``n_parallel`` sequences (slots), each with its own part of the KV cache. Every
-step builds one batch: the last sampled token of each generating slot, then prompt tokens of slots still
-reading their prompt (chunked, so a long prompt does not stall the others), and runs ``llama_decode`` once.
-Each slot then samples its next token with its own sampler chain (per-request temperature, top-p, seed,
-penalties, logit bias), checks its stop conditions and streams its text. Requests beyond the slots wait in a
-FIFO queue and are admitted as soon as a slot frees up (continuous batching); a cancelled request frees its
-slot at the next step. A slot keeps its KV cache after a request ends, and a new request goes to the free slot
-that shares the longest prompt prefix with it, so a common system prompt is read once per slot.
+step builds one batch: the last sampled token of each generating slot, then the next chunk of one prompt still
+being read (the oldest request's; chunked, so a long prompt does not stall the others), and runs
+``llama_decode`` once. Running sequences are kept on the lowest sequence ids (a finished slot in the middle is
+filled by moving the highest one's KV stream down), so llama.cpp decodes them in one pass rather than one per
+run of ids. Each slot then samples its next token with its own sampler chain (per-request temperature, top-p,
+seed, penalties, logit bias; plain greedy is an argmax of the row), checks its stop conditions and streams its
+text. Requests beyond the slots wait in a FIFO queue and are admitted as soon as a slot frees up (continuous
+batching); a cancelled request frees its slot at the next step. A slot keeps its KV cache after a request ends,
+and a new request goes to the free slot that shares the longest prompt prefix with it, so a common system
+prompt is read once per slot.
 
 Threading: only the engine's own thread (``start()``) or a synchronous caller (``generate_many``) touches the
 llama.cpp context; ``submit`` and ``Request.cancel`` are safe from any thread. ``llama_decode`` releases the
@@ -28,6 +31,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from airflow_net.utils import UserError
 
@@ -193,6 +198,7 @@ class _Slot:
         self.sampler: Any = None
         self.decoder: Any = None
         self.held = ""  # text held back: it could be the start of a stop string
+        self.greedy = False  # plain greedy decoding: argmax, no sampler chain
 
     @property
     def free(self) -> bool:
@@ -226,6 +232,8 @@ class Engine:
             raise UserError(f"{path}: GGUF model not found (run `dvc repro export` or pass a .gguf file)")
         if n_parallel < 1:
             raise UserError(f"n_parallel must be >= 1 (got {n_parallel})")
+        if n_batch < n_parallel:  # every generating slot puts one token in each step's batch
+            raise UserError(f"n_batch ({n_batch}) must be >= n_parallel ({n_parallel}); raise --batch")
         self.model_path = path
         self.n_parallel = n_parallel
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
@@ -415,12 +423,48 @@ class Engine:
         best.pending = list(req.prompt_tokens[keep:])
         best.next_token = None
         best.req = req
-        best.sampler = self._new_sampler(req.params)
+        p = req.params
+        # Greedy with nothing to adjust the logits: an argmax gives the chain's token without building it
+        best.greedy = p.temperature <= 0 and not p.logit_bias and (p.repeat_penalty, p.presence_penalty,
+                                                                   p.frequency_penalty) == (1.0, 0.0, 0.0)
+        best.sampler = None if best.greedy else self._new_sampler(p)
         best.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         best.held = ""
         req.cached_tokens = keep
         req.t_start = now
         self.stats["prompt_tokens_cached"] += keep
+
+    def _compact(self) -> None:
+        """Keep the running sequences on the lowest sequence ids, with no free slot between them.
+
+        With one KV stream per slot, llama.cpp splits a batch into sub-batches of consecutive sequence ids
+        (``split_equal``, sequential) and computes them one after the other: slots 0, 2, 4, 6 decode in four
+        passes, 0-3 in one. So the highest running sequence moves into the lowest free slot: llama.cpp copies its
+        whole KV stream over (at the start of the next decode; a copy, not a recomputation, so its answer is
+        unchanged) and the slot keeps its request and its ``kv_tokens``. The free slot takes the emptied stream:
+        its cached prompt prefix is given up.
+        """
+        ll = self._ll
+        slots = list(self._slots)
+        moved = False
+        while True:
+            free = [s for s in slots if s.free]
+            busy = [s for s in slots if not s.free]
+            if not free or not busy or free[0].seq_id > busy[-1].seq_id:
+                break
+            low, high = free[0], busy[-1]
+            # seq_cp across streams resets the destination stream and queues a copy of the whole source buffer;
+            # removing the source afterwards only clears its cell metadata, the data to copy stays in place.
+            ll.llama_memory_seq_rm(self._mem, low.seq_id, -1, -1)
+            ll.llama_memory_seq_cp(self._mem, high.seq_id, low.seq_id, -1, -1)
+            ll.llama_memory_seq_rm(self._mem, high.seq_id, -1, -1)
+            low.seq_id, high.seq_id = high.seq_id, low.seq_id
+            low.kv_tokens = []  # the free slot now has the emptied stream: no prefix to offer
+            slots.sort(key=lambda s: s.seq_id)
+            self.stats["slot_moves"] += 1
+            moved = True
+        if moved:
+            self._slots = slots  # one assignment: other threads (active, stop) never see a half-sorted list
 
     def _finish(self, slot: _Slot, reason: str, error: str | None = None) -> None:
         req = slot.req
@@ -485,10 +529,12 @@ class Engine:
                     self._finish(s, "cancelled")
             while self._queue and any(s.free for s in self._slots):
                 self._admit(self._queue.popleft(), now)
+        self._compact()
 
         batch = self._batch
         n = 0
         outputs: list[tuple[_Slot, int]] = []
+        touched: dict[int, _Slot] = {}
 
         def put(slot: _Slot, token: int, logits: bool) -> None:
             nonlocal n
@@ -498,22 +544,28 @@ class Engine:
             batch.seq_id[n][0] = slot.seq_id
             batch.logits[n] = logits
             slot.kv_tokens.append(token)
+            touched[slot.seq_id] = slot
             if logits:
                 outputs.append((slot, n))
             n += 1
 
-        for s in self._slots:  # generating slots first: one token each
+        # Each generating slot puts its one token; one prompt reads its next chunk, the oldest request's first:
+        # prompts are compute-bound, so reading several in one batch takes as long as one after the other, but
+        # the first would wait for all. The tokens go in sequence-id order: llama.cpp groups a sub-batch only
+        # from ids that increase by one in batch order, so a prompt in a middle slot joins the generating ones.
+        generating = sum(s.req is not None and s.next_token is not None for s in self._slots)
+        prefilling = [s for s in self._slots if s.req is not None and s.pending]
+        reader = min(prefilling, key=lambda s: s.req.t_submit) if prefilling else None
+        for s in self._slots:
             if s.req is not None and s.next_token is not None:
                 put(s, s.next_token, True)
                 s.next_token = None
-        for s in sorted((s for s in self._slots if s.req is not None and s.pending), key=lambda s: s.req.t_submit):
-            take = min(len(s.pending), self.n_batch - n)
-            if take <= 0:
-                break
-            chunk, s.pending = s.pending[:take], s.pending[take:]
-            for j, t in enumerate(chunk):
-                put(s, t, not s.pending and j == take - 1)
-            self.stats["prompt_tokens"] += take
+            elif s is reader:
+                take = min(len(s.pending), self.n_batch - generating)  # n_batch >= n_parallel: take >= 1
+                chunk, s.pending = s.pending[:take], s.pending[take:]
+                for j, t in enumerate(chunk):
+                    put(s, t, not s.pending and j == take - 1)
+                self.stats["prompt_tokens"] += take
         if n == 0:
             return self.busy()
 
@@ -524,7 +576,7 @@ class Engine:
             # The whole batch failed (e.g. no room in the KV cache): end the requests in it rather than hang.
             msg = f"llama_decode returned {rc}"
             log.error("%s with %d tokens in the batch; ending the requests in it", msg, n)
-            for s in {id(s): s for s, _ in outputs}.values():
+            for s in touched.values():
                 ll.llama_memory_seq_rm(self._mem, s.seq_id, -1, -1)
                 s.kv_tokens = []
                 self._finish(s, "error", msg)
@@ -534,7 +586,16 @@ class Engine:
         for s, i in outputs:
             req = s.req
             assert req is not None
-            token = ll.llama_sampler_sample(s.sampler, self._ctx.ctx, i)  # samples and accepts
+            if s.greedy:
+                # Plain greedy: the argmax of this row of logits, as llama.cpp's greedy sampler takes it (the first
+                # maximum), without building its candidate list over the whole vocabulary for every token.
+                logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self._ctx.ctx, i), shape=(self.n_vocab,))
+                if req.params.ignore_eos:  # as the chain's -inf logit bias; on a copy, the row is llama.cpp's
+                    logits = logits.copy()
+                    logits[self._eog] = -np.inf
+                token = int(logits.argmax())
+            else:
+                token = ll.llama_sampler_sample(s.sampler, self._ctx.ctx, i)  # samples and accepts
             if req.t_first is None:
                 req.t_first = t
             if not req.params.ignore_eos and token in self._eog_set:
@@ -555,8 +616,6 @@ class Engine:
 
         Uses the last slot's cache; only while nothing else runs (the engine's thread stopped, nothing queued).
         """
-        import numpy as np
-
         if self._thread is not None or self.busy():
             raise RuntimeError("next_token_logits() needs an idle engine")
         slot = self._slots[-1]
