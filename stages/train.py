@@ -56,6 +56,11 @@ def main() -> None:
     train_rows = load_sft_rows(data / "train.jsonl")
     val_path = data / "val.jsonl"
     val_rows = load_sft_rows(val_path) if val_path.is_file() else []
+    if p.train.max_eval_examples is not None and len(val_rows) > p.train.max_eval_examples:
+        # prepare shuffled the split: the first N are a fair sample, and the same N on every run
+        log.info("evaluating on %d of %d val conversations (train.max_eval_examples)", p.train.max_eval_examples,
+                 len(val_rows))
+        val_rows = val_rows[: p.train.max_eval_examples]
     banner(f"LoRA SFT: {len(train_rows)} train / {len(val_rows)} val conversations"
            f"{', Unsloth' if use_unsloth else ''}, {torch.get_num_threads()} threads")
 

@@ -86,6 +86,17 @@ def test_every_stage_wrote_its_outputs(pipeline) -> None:
     assert len(pairs) == 3 * len(dags)
 
 
+def test_base_never_pretrained_on_val_or_test_dags(pipeline) -> None:
+    repo, _ = pipeline
+    held_out = set()
+    for split in ("val", "test"):
+        held_out |= {json.loads(x)["uid"] for x in (repo / f"data/sft/{split}.jsonl").read_text().splitlines()}
+    dags = [json.loads(x) for x in (repo / "data/corpus/dags.jsonl").read_text().splitlines()]
+    base = json.loads((repo / "metrics/base.json").read_text())
+    assert held_out and base["held_out_dags"] == len(held_out)
+    assert base["n_dags"] == len(dags) - len(held_out)
+
+
 def test_pretraining_and_sft_loss_went_down(pipeline) -> None:
     repo, _ = pipeline
     pre = [float(r["loss"]) for r in read_csv(repo / "plots/pretrain_loss.csv")]

@@ -168,6 +168,8 @@ class TrainParams(_Section):
     packing: bool = True
     assistant_only_loss: bool = True
     eval_steps: int = Field(25, ge=1)
+    # val conversations scored at each evaluation (the first N of the shuffled split); null: all of them
+    max_eval_examples: int | None = Field(None, ge=1)
     logging_steps: int = Field(5, ge=1)
     use_unsloth: Literal["auto", "never", "always"] = "auto"  # auto: only when CUDA and unsloth are present
     num_threads: int = Field(0, ge=0)  # 0: torch's default
