@@ -17,11 +17,10 @@ from airflow_net import tracking
 from airflow_net.models.base import (
     TINY,
     count_params,
-    held_out_uids,
-    load_corpus_sources,
     load_hf_base,
     make_tiny_base,
     save_base,
+    train_split_sources,
 )
 from airflow_net.params import load_params
 from airflow_net.utils import atomic_path, banner, stage_entry, write_json, write_meta, write_text
@@ -53,8 +52,7 @@ def main() -> None:
             banner("tokenizer + tiny Qwen2 pre-training on the corpus")
             # Only the DAGs of the train split: the val/test DAGs' code would otherwise be memorised here and
             # make the evaluation a recall test.
-            held_out = held_out_uids(args.corpus, p.prepare, p.seed)
-            sources = load_corpus_sources(args.corpus, exclude_uids=held_out)
+            sources, held_out = train_split_sources(args.corpus, p.prepare, p.seed)
             tiny = make_tiny_base(sources, b, seed=p.seed, on_step=lambda s, loss: t.log_metrics({"loss": loss}, step=s))
             model, tokenizer, r = tiny.model, tiny.tokenizer, tiny.result
             metrics = {
@@ -62,7 +60,7 @@ def main() -> None:
                 "params": count_params(model),
                 "vocab_size": len(tokenizer),
                 "n_dags": tiny.n_dags,
-                "held_out_dags": len(held_out),  # val + test DAGs, not pre-trained on
+                "held_out_dags": held_out,  # val + test DAGs, not pre-trained on
                 "corpus_tokens": tiny.corpus_tokens,
                 "tokens_per_dag": round(tiny.tokens_per_dag, 1),
                 "pretrain_steps": len(r.losses),

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from airflow_net.data.prepare import split_uids
 from airflow_net.models.tokenizer import ENDOFTEXT, IM_END, save_tokenizer, train_tokenizer
-from airflow_net.params import BaseParams
+from airflow_net.params import BaseParams, PrepareParams
 from airflow_net.utils import UserError, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -26,30 +26,28 @@ CORPUS_FILE = "dags.jsonl"
 TINY = "tiny"
 
 
-def load_corpus_sources(corpus_dir: str | Path, *, exclude_uids: set[str] | frozenset[str] = frozenset()) -> list[str]:
-    """The DAG sources of the corpus (``<corpus_dir>/dags.jsonl``, one JSON object per line with "source"),
-    without those whose "uid" is in ``exclude_uids`` (the DAGs held out for validation and test)."""
+def _corpus_rows(corpus_dir: str | Path) -> list[dict]:
+    """The corpus rows (``<corpus_dir>/dags.jsonl``) that carry a non-empty "source"; fails clearly if none do."""
     path = Path(corpus_dir) / CORPUS_FILE
-    rows = read_jsonl(path)
-    sources = [
-        r["source"] for r in rows
-        if isinstance(r.get("source"), str) and r["source"].strip() and r.get("uid") not in exclude_uids
-    ]
-    if not sources:
+    rows = [r for r in read_jsonl(path) if isinstance(r.get("source"), str) and r["source"].strip()]
+    if not rows:
         raise UserError(f"{path}: no DAG sources found (expected rows with a non-empty 'source'; run the corpus stage)")
-    return sources
+    return rows
 
 
-def held_out_uids(corpus_dir: str | Path, prepare: Any, seed: int) -> set[str]:
-    """The corpus DAGs that the prepare stage puts in the val and test splits (same seeded hash of the uid):
-    the tiny base model must not pre-train on the code it will be evaluated on."""
-    from airflow_net.data.prepare import split_uids
+def load_corpus_sources(corpus_dir: str | Path) -> list[str]:
+    """The DAG sources of the corpus (``<corpus_dir>/dags.jsonl``, one JSON object per line with "source")."""
+    return [r["source"] for r in _corpus_rows(corpus_dir)]
 
-    uids = [r["uid"] for r in read_jsonl(Path(corpus_dir) / CORPUS_FILE) if isinstance(r.get("uid"), str)]
-    if not uids:
-        return set()
-    parts = split_uids(uids, prepare, seed)
-    return set(parts["val"]) | set(parts["test"])
+
+def train_split_sources(corpus_dir: str | Path, prepare: PrepareParams, seed: int) -> tuple[list[str], int]:
+    """(sources of the train split's DAGs, number of DAGs held out): the prepare stage's split of each uid
+    (:func:`airflow_net.data.prepare.split_uids`), so the tiny base never pre-trains on a val or test DAG."""
+    rows = _corpus_rows(corpus_dir)
+    uids = [r["uid"] for r in rows if isinstance(r.get("uid"), str)]
+    parts = split_uids(uids, prepare, seed) if uids else {"val": [], "test": []}
+    held_out = set(parts["val"]) | set(parts["test"])
+    return [r["source"] for r in rows if r.get("uid") not in held_out], len(held_out)
 
 
 def build_tiny_model(params: BaseParams, tokenizer, *, seed: int):
