@@ -49,6 +49,21 @@ def test_ratios_compare_what_was_measured() -> None:
     assert "python_engine_x4_vs_stock_server_x4" not in r  # not measured: left out, not invented
 
 
+def test_repeats_report_the_median_run_and_the_spread() -> None:
+    def row(tps: float, **kw: object) -> dict:
+        return {"method": "python-engine", "workers": 4, "generated_tps": tps, "ttft_p50": tps / 100, **kw}
+
+    m = report.median_run([row(50.0), row(40.0), row(60.0)])
+    assert m["generated_tps"] == 50.0 and m["ttft_p50"] == 0.5  # the whole median run, not a mix of runs
+    assert m["repeats_tps"] == [50.0, 40.0, 60.0] and m["spread"] == 0.4
+    assert report.median_run([row(50.0), row(40.0)])["generated_tps"] == 40.0  # even: the lower middle one
+    failed = {"method": "python-engine", "workers": 4, "skipped": "failed: HTTP 500"}
+    m = report.median_run([row(50.0), failed])
+    assert m["generated_tps"] == 50.0 and "1 of 2 repeats failed: failed: HTTP 500" in m["notes"]
+    assert report.median_run([failed, failed]) == failed
+    assert report.median_run([row(50.0)]) == row(50.0)  # one run: reported as it is
+
+
 def test_decode_bytes_count_the_output_matrix_once() -> None:
     tied = {"token_embd.weight": (100, 50), "blk.0.ffn_up.weight": (40, 80)}
     untied = {**tied, "output.weight": (100, 50)}
@@ -107,15 +122,19 @@ def write_split(path: Path, n: int = 3) -> Path:
 
 def test_the_workload_is_rendered_with_the_models_template(tiny_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     gguf = tiny_gguf(tiny_dir, "Q8_0")
-    w = build_workload(gguf, write_split(tmp_path / "sft"), n_prompts=2, max_tokens=8, n_ctx=512, seed=1)
+    w = build_workload(gguf, write_split(tmp_path / "sft"), n_requests=2, max_tokens=8, n_ctx=512, seed=1)
     assert len(w.prompts) == 2 and all(p.startswith("<|im_start|>system") for p in w.prompts)
     assert all(p.endswith("<|im_start|>assistant\n") for p in w.prompts)
     assert all(n > 10 for n in w.prompt_tokens) and w.mean_dag_tokens > 5 and w.eog_tokens
-    assert w.requests(5) == [0, 1, 0, 1, 0]
+    assert w.requests() == [0, 1]  # every run sends each prompt once
+    # distinct prompts, and the warm-up is none of them: no request can find its own prompt in a cache
+    assert len({*w.prompts, w.warmup}) == 3 and w.warmup.startswith("<|im_start|>system")
+    with pytest.raises(UserError, match="lower bench.requests to at most 2"):
+        build_workload(gguf, tmp_path / "sft", n_requests=3, max_tokens=8, n_ctx=512, seed=1)
     with pytest.raises(UserError, match="does not fit bench.n_ctx"):
-        build_workload(gguf, tmp_path / "sft", n_prompts=2, max_tokens=8, n_ctx=64, seed=1)
+        build_workload(gguf, tmp_path / "sft", n_requests=2, max_tokens=8, n_ctx=64, seed=1)
     with pytest.raises(UserError, match="run `dvc repro prepare`"):
-        build_workload(gguf, tmp_path / "missing", n_prompts=2, max_tokens=8, n_ctx=512, seed=1)
+        build_workload(gguf, tmp_path / "missing", n_requests=2, max_tokens=8, n_ctx=512, seed=1)
 
 
 def test_bench_params_are_validated() -> None:
@@ -142,7 +161,7 @@ def test_every_method_does_the_same_work(tiny_dir: Path, tmp_path: Path) -> None
         pass
     gguf = tiny_gguf(tiny_dir, "Q8_0")
     params = BenchParams(model=str(gguf), hf_model=str(gguf.parent / "hf"), methods=methods, workers=[1, 2],
-                         prompts=2, requests_per_worker=1, max_tokens=8, n_ctx=512, bandwidth_mib=64)
+                         requests=2, repeats=2, max_tokens=8, n_ctx=512, bandwidth_mib=64)
     out = tmp_path / "out"
     bench = run_bench(params, data_dir=write_split(tmp_path / "sft"), metrics_path=out / "bench.json",
                       plots_dir=out / "plots", out_dir=out / "report", llama_cpp_dir=ROOT / "third_party" / "llama.cpp")
@@ -154,8 +173,10 @@ def test_every_method_does_the_same_work(tiny_dir: Path, tmp_path: Path) -> None
                 assert r["skipped"].startswith("one sequence")
                 continue
             assert "skipped" not in r, r
-            assert r["requests"] == w and r["generated_tokens"] == 8 * w, r  # EOS ignored everywhere
-            assert r["prompt_tokens"] == sum(bench["workload"]["prompt_tokens"][i % 2] for i in range(w)), r
+            # the same two requests at every number of workers; EOS ignored everywhere
+            assert r["requests"] == 2 and r["generated_tokens"] == 16, r
+            assert r["prompt_tokens"] == sum(bench["workload"]["prompt_tokens"]), r
+            assert len(r["repeats_tps"]) == 2 and r["generated_tps"] == min(r["repeats_tps"]), r
             assert r["ttft_p50"] <= r["latency_p50"] and r["peak_rss_mb"] > 10
     assert bench["roofline"]["tokens_per_s"] > 0 and "python_engine_x4_vs_x1" not in bench["ratios"]
     assert "llama_cpp_vs_transformers" in bench["ratios"]

@@ -228,8 +228,10 @@ class BenchParams(_Section):
     hf_model: str | None = None  # a .gguf model's transformers-format copy (the baseline); else it is skipped
     methods: list[Literal[BENCH_METHODS]] = Field(default_factory=lambda: list(BENCH_METHODS), min_length=1)
     workers: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)  # requests in flight
-    prompts: int = Field(4, ge=1)  # distinct prompts from the test split
-    requests_per_worker: int = Field(2, ge=1)  # a run at W workers sends W x this requests
+    # Every run (each method at each number of workers) sends these same requests, each a distinct prompt from the
+    # test split: the work is identical across runs, and no method gains from a prompt it has already seen.
+    requests: int = Field(8, ge=1)
+    repeats: int = Field(1, ge=1)  # each run this many times, interleaved across methods; the median is reported
     max_tokens: int = Field(64, ge=2)  # generated per request, exactly (end-of-generation ignored)
     n_ctx: int = Field(1024, ge=64)  # context per sequence (slot)
     n_threads: int = Field(0, ge=0)  # 0: all cores; every method gets the same number

@@ -22,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--methods", help="comma-separated, e.g. llama-cpp,python-engine,llama-server")
     p.add_argument("--workers", help="comma-separated, e.g. 1,2,4,8")
     p.add_argument("--max-tokens", type=int)
-    p.add_argument("--prompts", type=int)
-    p.add_argument("--requests-per-worker", type=int)
+    p.add_argument("--requests", type=int, help="sent by every run, each a distinct test prompt (default: bench.requests)")
+    p.add_argument("--repeats", type=int, help="runs of each method x workers, interleaved; the median is reported")
     p.add_argument("--threads", type=int)
     p.add_argument("--data", default="data/sft", help="the SFT splits; prompts come from test.jsonl")
     p.add_argument("--models", default="models/gguf")
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     exit_on_sigterm()
     p = load_params(args.params)
     over = {k: v for k, v in {
-        "model": args.model, "quant": args.quant, "max_tokens": args.max_tokens, "prompts": args.prompts,
-        "requests_per_worker": args.requests_per_worker, "n_threads": args.threads,
+        "model": args.model, "quant": args.quant, "max_tokens": args.max_tokens, "requests": args.requests,
+        "repeats": args.repeats, "n_threads": args.threads,
         "methods": args.methods.split(",") if args.methods else None,
         "workers": [int(w) for w in args.workers.split(",")] if args.workers else None,
     }.items() if v is not None}

@@ -9,7 +9,8 @@
 | python-engine | ``airflow-net serve --engine python --parallel workers``, ``workers`` streaming clients | continuous batching |
 | llama-server | llama.cpp's server ``-np workers``, ``workers`` streaming clients | continuous batching |
 
-Every method gets a warm-up request before the clock starts (it maps the weights in), the same prompts, the same
+Every method gets a warm-up request before the clock starts (it maps the weights in; its prompt is not one of the
+requests, so no request finds its own prompt already cached), the same requests, each a distinct prompt, the same
 fixed output length with end-of-generation ignored, greedy sampling and the same number of threads in total.
 Each run returns per-request records (wall-clock start, first token, end, token counts) and the peak resident
 memory of the processes that hold the model.
@@ -57,13 +58,9 @@ class Setup:
     workload: Workload
     workload_path: Path
     threads: int
-    requests_per_worker: int
     llama_server: Path | None
     timeout_s: float = 900.0
     env: dict[str, str] = field(default_factory=dict)
-
-    def n_requests(self, workers: int) -> int:
-        return max(workers * self.requests_per_worker, 1)
 
 
 def free_port() -> int:
@@ -102,7 +99,7 @@ def _collect(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
 
 def run_worker_method(setup: Setup, method: str, workers: int) -> Run:
     run = Run(method, workers)
-    reqs = setup.workload.requests(setup.n_requests(workers))
+    reqs = setup.workload.requests()
     if method.startswith("transformers"):
         if setup.hf_dir is None:
             run.skipped = "no transformers-format copy of the model"
@@ -186,20 +183,20 @@ async def _drive(base: str, w: Workload, reqs: list[int], workers: int, extra: d
         queue.put_nowait(i)
     records: list[dict[str, Any]] = []
 
-    def body(i: int, n: int) -> dict[str, Any]:
-        return {"prompt": w.prompts[i], "max_tokens": n, "temperature": 0.0, "stream": True,
+    def body(prompt: str, n: int) -> dict[str, Any]:
+        return {"prompt": prompt, "max_tokens": n, "temperature": 0.0, "stream": True,
                 "stream_options": {"include_usage": True}, **extra}
 
     # a new connection per request: llama-server closes a kept-alive connection after a stream, and a POST
     # on a connection the server has closed fails instead of being retried
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None),
                                      connector=aiohttp.TCPConnector(force_close=True)) as s:
-        await _one_http(s, url, body(0, 4), 0, w.prompt_tokens[0])  # warm-up
+        await _one_http(s, url, body(w.warmup, 4), -1, 0)  # warm-up, on a prompt outside the requests
 
         async def client() -> None:
             while not queue.empty():
                 i = queue.get_nowait()
-                records.append(await _one_http(s, url, body(i, w.max_tokens), i, w.prompt_tokens[i]))
+                records.append(await _one_http(s, url, body(w.prompts[i], w.max_tokens), i, w.prompt_tokens[i]))
 
         await asyncio.gather(*(client() for _ in range(workers)))
     return records
@@ -263,7 +260,7 @@ def run_server_method(setup: Setup, method: str, workers: int) -> Run:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, base, log_path, timeout=300)
-        reqs = setup.workload.requests(setup.n_requests(workers))
+        reqs = setup.workload.requests()
         try:
             run.records = asyncio.run(asyncio.wait_for(_drive(base, setup.workload, reqs, workers, extra),
                                                        timeout=setup.timeout_s))

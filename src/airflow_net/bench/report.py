@@ -61,6 +61,24 @@ def summarize(run: Run, *, mean_dag_tokens: float, roofline_tps: float | None) -
     return out
 
 
+def median_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of one method at one number of workers to report, out of its repeats: the median by generated
+    tokens/s (the lower middle one for an even number), with every repeat's tokens/s and their spread. A method
+    that failed in some repeats is reported from the others, with a note; one that never ran keeps its reason."""
+    done = [r for r in rows if not r.get("skipped")]
+    if len(rows) == 1 or not done:
+        return rows[0]
+    tps = sorted(r["generated_tps"] for r in done)
+    mid = tps[(len(tps) - 1) // 2]
+    out = dict(next(r for r in done if r["generated_tps"] == mid))
+    out["repeats_tps"] = [r["generated_tps"] for r in done]  # in the order they ran
+    out["spread"] = round((tps[-1] - tps[0]) / mid, 3) if mid else None
+    failed = [r["skipped"] for r in rows if r.get("skipped")]
+    if failed:
+        out["notes"] = [*out.get("notes", []), f"{len(failed)} of {len(rows)} repeats failed: {failed[0][:200]}"]
+    return out
+
+
 def _get(rows: list[dict[str, Any]], method: str, workers: int, key: str) -> float | None:
     for r in rows:
         if r["method"] == method and r["workers"] == workers and not r.get("skipped"):
@@ -177,6 +195,12 @@ def _fmt(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
+def _range(r: dict[str, Any]) -> str:
+    """' (min-max)' of the repeats' generated tokens/s, when the run was repeated."""
+    reps = r.get("repeats_tps")
+    return f" ({min(reps):.1f}-{max(reps):.1f})" if reps and len(reps) > 1 else ""
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.0f}%"
 
@@ -196,9 +220,11 @@ def markdown(bench: dict[str, Any]) -> str:
     lines += [
         f"- model: `{m['gguf']}` ({m['size_mb']:.0f} MB, {m['n_params'] / 1e6:.0f} M parameters); "
         f"transformers baseline from `{m.get('hf_dir') or '–'}`",
-        f"- workload: {w['requests_per_worker']} requests per worker, {len(w['prompt_tokens'])} prompts from the "
-        f"test split ({min(w['prompt_tokens'])}-{max(w['prompt_tokens'])} tokens), exactly {w['max_tokens']} "
-        f"generated tokens each (end-of-generation ignored), greedy; mean DAG length {w['mean_dag_tokens']} tokens",
+        f"- workload: the same {w['requests']} requests in every run, each a distinct prompt from the test split "
+        f"({min(w['prompt_tokens'])}-{max(w['prompt_tokens'])} tokens, mean "
+        f"{sum(w['prompt_tokens']) / len(w['prompt_tokens']):.0f}), exactly {w['max_tokens']} generated tokens each "
+        f"(end-of-generation ignored), greedy; mean DAG length {w['mean_dag_tokens']} tokens"
+        + (f"; every run {w['repeats']} times, interleaved, the median reported" if w.get("repeats", 1) > 1 else ""),
         f"- machine: {hw['cpu']}, {hw['cores']} cores, {hw['memory_gib']} GiB; {bench['threads']} threads per method; "
         f"load average {hw['load_average']} before, {bench.get('load_average_after')} after",
         f"- memory bandwidth {roof['bandwidth_gbs']:.1f} GB/s (measured); a decode step reads "
@@ -222,7 +248,7 @@ def markdown(bench: dict[str, Any]) -> str:
             lines.append(f"| {r['method']} | {r['workers']} | skipped: {why} | | | | | | | | |")
             continue
         lines.append(
-            f"| {r['method']} | {r['workers']} | {_fmt(r['generated_tps'])} | {_fmt(r['prompt_tps'], 0)} | "
+            f"| {r['method']} | {r['workers']} | {_fmt(r['generated_tps'])}{_range(r)} | {_fmt(r['prompt_tps'], 0)} | "
             f"{_fmt(r['decode_tps_per_stream'])} | {_fmt(r['dags_per_s'], 3)} | {_fmt(r.get('roofline_fraction'), 2)} | "
             f"{r['ttft_p50']:.2f} / {r['ttft_p90']:.2f} / {r['ttft_p99']:.2f} | "
             f"{r['latency_p50']:.2f} / {r['latency_p90']:.2f} / {r['latency_p99']:.2f} | {_fmt(r['peak_rss_mb'], 0)} | "
@@ -237,7 +263,8 @@ def markdown(bench: dict[str, Any]) -> str:
               "`prompt tok/s` is prompt tokens over time to first token, as a client sees it (a prompt prefix already "
               "in a slot's cache is not read again). `processes` splits the threads between its processes; "
               "`llama-cpp-server` serves one request at a time. Peak RSS: the processes holding the model. "
-              "`other load`: the share of all cores other processes used during that run."]
+              "`other load`: the share of all cores other processes used during that run. With repeats, `gen tok/s` is "
+              "the median run's, with the range of all repeats in brackets, and the other columns are that run's."]
     notes = [f"- {r['method']} x{r['workers']}: {n}" for r in bench["results"] for n in r.get("notes", [])]
     if notes:
         lines += ["", *notes]

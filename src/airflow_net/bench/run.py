@@ -67,7 +67,7 @@ def run_bench(
                                                  base_dir=base_dir, cache_dir=cache_dir, llama_cpp_dir=llama_cpp_dir,
                                                  hf_model=params.hf_model)
     threads = params.n_threads or os.cpu_count() or 1
-    workload = build_workload(gguf, data_dir, n_prompts=params.prompts, max_tokens=params.max_tokens,
+    workload = build_workload(gguf, data_dir, n_requests=params.requests, max_tokens=params.max_tokens,
                               n_ctx=params.n_ctx, seed=seed)
     tensors = hardware.gguf_tensors(gguf, llama_cpp_dir)
     machine = hardware.machine_info()
@@ -102,18 +102,24 @@ def run_bench(
         wpath = work / "workload.json"
         workload.save(wpath)
         setup = Setup(gguf=gguf, hf_dir=hf_dir, workload=workload, workload_path=wpath, threads=threads,
-                      requests_per_worker=params.requests_per_worker, llama_server=server, timeout_s=params.timeout_s)
-        for method in params.methods:
-            banner(method)
-            for workers in params.workers:
-                try:
-                    run = run_method(setup, method, workers)
-                except Exception as exc:  # noqa: BLE001  (one method failing must not lose the others' numbers)
-                    log.error("%s x%d failed: %s", method, workers, exc)
-                    rows.append({"method": method, "workers": workers, "skipped": f"failed: {exc}"[:500]})
-                    continue
-                rows.append(report.summarize(run, mean_dag_tokens=workload.mean_dag_tokens,
-                                             roofline_tps=roofline["tokens_per_s"]))
+                      llama_server=server, timeout_s=params.timeout_s)
+        # Repeats go round every method before the next: a machine that slows down for a while slows every
+        # method's run in that round, not all the runs of one method.
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for rep in range(params.repeats):
+            for method in params.methods:
+                banner(method if params.repeats == 1 else f"{method} (round {rep + 1} of {params.repeats})")
+                for workers in params.workers:
+                    try:
+                        run = run_method(setup, method, workers)
+                    except Exception as exc:  # noqa: BLE001  (one method failing must not lose the others' numbers)
+                        log.error("%s x%d failed: %s", method, workers, exc)
+                        row = {"method": method, "workers": workers, "skipped": f"failed: {exc}"[:500]}
+                    else:
+                        row = report.summarize(run, mean_dag_tokens=workload.mean_dag_tokens,
+                                               roofline_tps=roofline["tokens_per_s"])
+                    runs.setdefault((method, workers), []).append(row)
+        rows = [report.median_run(runs[(m, w)]) for m in params.methods for w in params.workers]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -123,8 +129,8 @@ def run_bench(
                   "random_weights": random_weights, "size_mb": round(size / 1e6, 1),
                   "n_params": sum(n for _, n in tensors.values()), **({"shape": shapes.describe_shape(shapes.parse_shape(params.model))}
                                                   if random_weights else {})},
-        "workload": {"prompts": len(workload.prompts), "prompt_tokens": workload.prompt_tokens,
-                     "max_tokens": workload.max_tokens, "requests_per_worker": params.requests_per_worker,
+        "workload": {"requests": len(workload.prompts), "prompt_tokens": workload.prompt_tokens,
+                     "max_tokens": workload.max_tokens, "repeats": params.repeats,
                      "mean_dag_tokens": workload.mean_dag_tokens, "n_ctx": workload.n_ctx},
         "machine": machine,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -39,13 +39,14 @@ def run_llama_cpp(model: str, w: Workload, reqs: list[int], threads: int, ready:
     llm = Llama(model_path=model, n_ctx=w.n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512,
                 flash_attn=True, verbose=False)
     tokens = [llm.tokenize(p.encode(), add_bos=llm._model.add_bos_token(), special=True) for p in w.prompts]
+    warmup = llm.tokenize(w.warmup.encode(), add_bos=llm._model.add_bos_token(), special=True)
 
     def one(i: int, n: int) -> dict[str, Any]:
         t0 = time.time()
         first = None
         got = 0
         # Llama.generate never stops by itself: end-of-generation is ignored by taking exactly n tokens
-        for _ in llm.generate(tokens[i], temp=0.0, repeat_penalty=1.0):
+        for _ in llm.generate(tokens[i] if i >= 0 else warmup, temp=0.0, repeat_penalty=1.0):
             got += 1
             if first is None:
                 first = time.time()
@@ -54,7 +55,7 @@ def run_llama_cpp(model: str, w: Workload, reqs: list[int], threads: int, ready:
         return {"prompt": i, "prompt_tokens": len(tokens[i]), "completion_tokens": got, "t_start": t0,
                 "t_first": first, "t_end": time.time()}
 
-    one(0, 4)  # warm-up: maps the weights in
+    one(-1, 4)  # warm-up on a prompt outside the requests: maps the weights in
     ready()
     return [one(i, w.max_tokens) for i in reqs]
 
@@ -88,7 +89,8 @@ def run_transformers(model: str, w: Workload, reqs: list[int], threads: int, bat
             pass
 
     def run(idx: list[int], n: int) -> list[dict[str, Any]]:
-        enc = tok([w.prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok([w.prompts[i] if i >= 0 else w.warmup for i in idx], return_tensors="pt", padding=True,
+                  add_special_tokens=False)
         streamer = FirstToken()
         t0 = time.time()
         with torch.inference_mode():
@@ -100,7 +102,7 @@ def run_transformers(model: str, w: Workload, reqs: list[int], threads: int, bat
         return [{"prompt": i, "prompt_tokens": int(n_p), "completion_tokens": int(new), "t_start": t0,
                  "t_first": streamer.first, "t_end": t1} for i, n_p in zip(idx, lens, strict=True)]
 
-    run(reqs[:1], 2)  # warm-up
+    run([-1], 2)  # warm-up on a prompt outside the requests
     ready()
     records: list[dict[str, Any]] = []
     for k in range(0, len(reqs), batch):  # static batches: transformers' generate has no continuous batching

@@ -20,10 +20,11 @@ class Workload:
     mean_dag_tokens: float  # mean length of the reference DAG answers in the test split, in the same tokens
     eog_tokens: list[int]  # end-of-generation token ids (suppressed where a method has no ignore_eos)
     n_ctx: int  # context per sequence
+    warmup: str = ""  # a prompt outside the requests, sent before the clock starts (maps the weights in)
 
-    def requests(self, n: int) -> list[int]:
-        """Prompt indices for n requests (cycling through the prompts)."""
-        return [i % len(self.prompts) for i in range(n)]
+    def requests(self) -> list[int]:
+        """The prompt index of every request: each prompt once, in order (every run sends the same requests)."""
+        return list(range(len(self.prompts)))
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -34,20 +35,24 @@ class Workload:
 
 
 def test_conversations(data_dir: Path, n: int, seed: int) -> tuple[list[list[dict[str, Any]]], list[str]]:
-    """(conversations without the answer, reference answers): a seeded sample of the test split."""
+    """(n distinct conversations without the answer, every reference answer): a seeded sample of the test split."""
     path = Path(data_dir) / "test.jsonl"
     if not path.is_file():
         raise UserError(f"{path}: not found; the benchmark's prompts come from the test split (run `dvc repro prepare`)")
     rows = sorted(read_jsonl(path), key=lambda r: (r["uid"], r.get("variant") or ""))
     if not rows:
         raise UserError(f"{path}: the test split is empty")
+    if len(rows) < n:
+        raise UserError(f"bench.requests is {n - 1} but {path} has {len(rows)} conversations: every request is a "
+                        f"distinct prompt and one more warms each method up, so lower bench.requests to at most "
+                        f"{len(rows) - 1}")
     answers = [m["content"] for r in rows for m in r["messages"] if m["role"] == "assistant"]
     random.Random(seed).shuffle(rows)
     convs = [[m for m in r["messages"] if m["role"] != "assistant"] for r in rows[:n]]
     return convs, answers
 
 
-def build_workload(gguf: Path, data_dir: Path, *, n_prompts: int, max_tokens: int, n_ctx: int, seed: int) -> Workload:
+def build_workload(gguf: Path, data_dir: Path, *, n_requests: int, max_tokens: int, n_ctx: int, seed: int) -> Workload:
     """Render and measure the prompts with the model's own template and tokenizer (vocabulary only is loaded)."""
     import llama_cpp
     from llama_cpp import _internals
@@ -55,7 +60,8 @@ def build_workload(gguf: Path, data_dir: Path, *, n_prompts: int, max_tokens: in
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     set_verbose(False)
-    convs, answers = test_conversations(data_dir, n_prompts, seed)
+    # one conversation more than the requests: the warm-up, so that no request finds its own prompt cached
+    convs, answers = test_conversations(data_dir, n_requests + 1, seed)
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
     model = _internals.LlamaModel(path_model=str(gguf), params=params, verbose=False)
@@ -76,9 +82,12 @@ def build_workload(gguf: Path, data_dir: Path, *, n_prompts: int, max_tokens: in
         eog = [t for t in range(model.n_vocab()) if llama_cpp.llama_vocab_is_eog(model.vocab, t)]
     finally:
         model.close()
+    warmup = prompts.pop()
+    lengths.pop()
     too_long = [n for n in lengths if n + max_tokens > n_ctx]
     if too_long:
         raise UserError(f"a prompt of {max(too_long)} tokens + max_tokens {max_tokens} does not fit bench.n_ctx {n_ctx}; "
                         "raise bench.n_ctx or lower bench.max_tokens")
     return Workload(prompts=prompts, prompt_tokens=lengths, max_tokens=max_tokens,
-                    mean_dag_tokens=round(sum(dag_lengths) / len(dag_lengths), 1), eog_tokens=eog, n_ctx=n_ctx)
+                    mean_dag_tokens=round(sum(dag_lengths) / len(dag_lengths), 1), eog_tokens=eog, n_ctx=n_ctx,
+                    warmup=warmup)
