@@ -127,10 +127,55 @@ def test_a_sequence_moved_to_close_a_gap_continues_exactly(engine: Engine) -> No
     assert engine.stats["slot_moves"] > moves
     assert where[reqs[3].id] == {3, 1}  # the last request moved from slot 3 into the gap at slot 1
     assert [r.result(timeout=0).tokens for r in reqs] == alone
+    # The free slot that took the stream the sequence left keeps it as its cached prefix (the prompt and what
+    # was generated up to the move), and that cache is sound: one more token decoded on it gives the logits
+    # of the same tokens computed from scratch.
+    ll = engine._ll
+    kept = next(s for s in engine._slots if s.seq_id == 3)
+    n_gen = len(kept.kv_tokens) - len(engine.tokenize(ps[3]))
+    assert n_gen > 0 and kept.kv_tokens == engine.tokenize(ps[3]) + reqs[3].result(timeout=0).tokens[:n_gen]
+    probe = 42
+    b = engine._batch
+    b.token[0], b.pos[0], b.n_seq_id[0], b.seq_id[0][0], b.logits[0] = probe, len(kept.kv_tokens), 1, 3, True
+    b.n_tokens = 1
+    assert ll.llama_decode(engine._ctx.ctx, b) == 0
+    cached = np.ctypeslib.as_array(ll.llama_get_logits_ith(engine._ctx.ctx, 0), shape=(engine.n_vocab,)).copy()
+    kept.kv_tokens.append(probe)
+    fresh = engine.next_token_logits(kept.kv_tokens)  # reads them all again, on the last slot (this one)
+    kept.kv_tokens = []
+    assert int(cached.argmax()) == int(fresh.argmax()) and np.allclose(cached, fresh, atol=1e-2)
     again = engine.generate_many(ps, params)
     assert kv_matches_bookkeeping(engine)
     assert sum(c.cached_tokens for c in again) > 0
     assert [c.tokens for c in again] == alone
+
+
+def test_a_new_request_copies_a_longer_cached_prefix_from_a_running_slot(tiny_dir: Path) -> None:
+    """A request admitted to a slot with an empty cache, while another slot runs a request with the same system
+    prompt, takes that slot's cached prefix (its KV stream copied) instead of reading the prefix again; both
+    answers are what they are alone."""
+    from airflow_net.serve.engine import MIN_PREFIX_COPY
+
+    with Engine(tiny_gguf(tiny_dir, "F16"), n_parallel=2, n_ctx=512, n_threads=2) as e:
+        pa, pb = prompts(e, 2)
+        shared = Engine._common(e.tokenize(pa), e.tokenize(pb))
+        assert shared >= MIN_PREFIX_COPY  # else this test would test nothing
+        sp = SamplingParams(max_tokens=24, ignore_eos=True)
+        alone = [e.generate_many([p], sp)[0].tokens for p in (pa, pb)]
+        for s in e._slots:  # forget those runs: both slots start empty
+            e._ll.llama_memory_seq_rm(e._mem, s.seq_id, -1, -1)
+            s.kv_tokens = []
+        a = e.submit(pa, sp)
+        for _ in range(3):
+            e.step()  # a reads its prompt and generates, in slot 0
+        b = e.submit(pb, sp)
+        while e.step():
+            assert kv_matches_bookkeeping(e)
+        assert e.stats["prefix_copies"] == 1
+        assert b.result(timeout=0).cached_tokens == shared  # the system prompt and what else the two share
+        assert a.result(timeout=0).tokens == alone[0]
+        got = b.result(timeout=0).tokens
+        assert got == alone[1] or first_difference_is_a_near_tie(e, pb, alone[1], got)
 
 
 def test_the_greedy_shortcut_gives_the_sampler_chains_tokens(engine: Engine) -> None:

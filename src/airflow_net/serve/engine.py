@@ -9,8 +9,8 @@ run of ids. Each slot then samples its next token with its own sampler chain (pe
 seed, penalties, logit bias; plain greedy is an argmax of the row), checks its stop conditions and streams its
 text. Requests beyond the slots wait in a FIFO queue and are admitted as soon as a slot frees up (continuous
 batching); a cancelled request frees its slot at the next step. A slot keeps its KV cache after a request ends,
-and a new request goes to the free slot that shares the longest prompt prefix with it, so a common system
-prompt is read once per slot.
+and a new request goes to the free slot that shares the longest prompt prefix with it; when another slot (running
+or not) shares a longer one, its KV stream is copied over first, so a common system prompt is read once.
 
 Threading: only the engine's own thread (``start()``) or a synchronous caller (``generate_many``) touches the
 llama.cpp context; ``submit`` and ``Request.cancel`` are safe from any thread. ``llama_decode`` releases the
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: a random seed
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
+# A new request takes another slot's cached prefix (a copy of that slot's whole KV stream) when it saves reading
+# at least this many more prompt tokens than the chosen slot's own cache: the copy costs about as much as reading
+# a few tokens (0.5B model, 1,024-token slots: 13 MB, ~3 ms; one prompt token: ~4 ms on 2 cores).
+MIN_PREFIX_COPY = 32
 
 
 class PromptTooLong(UserError):
@@ -400,20 +404,31 @@ class Engine:
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed))
         return chain
 
+    @staticmethod
+    def _common(a: Sequence[int], b: Sequence[int]) -> int:
+        n = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            n += 1
+        return n
+
     def _admit(self, req: Request, now: float) -> None:
-        """Give the request the free slot whose cache shares the longest prefix with its prompt."""
-        best, best_n = None, -1
-        for s in self._slots:
-            if not s.free:
-                continue
-            n = 0
-            for a, b in zip(s.kv_tokens, req.prompt_tokens, strict=False):
-                if a != b:
-                    break
-                n += 1
-            if n > best_n:
-                best, best_n = s, n
-        assert best is not None
+        """Give the request the free slot whose cache shares the longest prefix with its prompt; if another slot
+        (running or free) holds a prefix at least MIN_PREFIX_COPY tokens longer, copy that slot's KV stream in."""
+        shared = {s.seq_id: self._common(s.kv_tokens, req.prompt_tokens) for s in self._slots}
+        best = max((s for s in self._slots if s.free), key=lambda s: shared[s.seq_id])  # the first of equals
+        best_n = shared[best.seq_id]
+        donor = max(self._slots, key=lambda s: shared[s.seq_id])
+        # Only what the request would reuse counts (at least one prompt token is always read).
+        usable = min(shared[donor.seq_id], len(req.prompt_tokens) - 1)
+        if donor is not best and usable - min(best_n, len(req.prompt_tokens) - 1) >= MIN_PREFIX_COPY:
+            # The copy is queued and done at the start of the next decode, before that batch's tokens are stored:
+            # it takes the donor's cache as it is now, which is what its kv_tokens say.
+            self._ll.llama_memory_seq_cp(self._mem, donor.seq_id, best.seq_id, -1, -1)
+            best.kv_tokens = list(donor.kv_tokens)
+            best_n = shared[donor.seq_id]
+            self.stats["prefix_copies"] += 1
         # At least one prompt token must be read, to have logits to sample the first token from.
         keep = min(best_n, len(req.prompt_tokens) - 1)
         if not self._ll.llama_memory_seq_rm(self._mem, best.seq_id, keep, -1):
@@ -441,8 +456,11 @@ class Engine:
         (``split_equal``, sequential) and computes them one after the other: slots 0, 2, 4, 6 decode in four
         passes, 0-3 in one. So the highest running sequence moves into the lowest free slot: llama.cpp copies its
         whole KV stream over (at the start of the next decode; a copy, not a recomputation, so its answer is
-        unchanged) and the slot keeps its request and its ``kv_tokens``. The free slot takes the emptied stream:
-        its cached prompt prefix is given up.
+        unchanged) and the slot keeps its request and its ``kv_tokens``. The free slot takes the stream the
+        sequence left, which still holds it: its tokens become the free slot's cached prefix, so the next request
+        there reads only what differs from it (the system prompt at least). Emptying that stream instead cost a
+        served engine at 4 parallel 570 more prompt tokens in 16 requests (a new request arrives after the
+        compaction over HTTP; in-process it is already queued), 6% of its throughput.
         """
         ll = self._ll
         slots = list(self._slots)
@@ -453,13 +471,12 @@ class Engine:
             if not free or not busy or free[0].seq_id > busy[-1].seq_id:
                 break
             low, high = free[0], busy[-1]
-            # seq_cp across streams resets the destination stream and queues a copy of the whole source buffer;
-            # removing the source afterwards only clears its cell metadata, the data to copy stays in place.
+            # seq_cp across streams resets the destination stream and queues a copy of the whole source buffer
+            # (done in order at the next decode); the source stream keeps its cells and data.
             ll.llama_memory_seq_rm(self._mem, low.seq_id, -1, -1)
             ll.llama_memory_seq_cp(self._mem, high.seq_id, low.seq_id, -1, -1)
-            ll.llama_memory_seq_rm(self._mem, high.seq_id, -1, -1)
             low.seq_id, high.seq_id = high.seq_id, low.seq_id
-            low.kv_tokens = []  # the free slot now has the emptied stream: no prefix to offer
+            low.kv_tokens = list(high.kv_tokens)  # the free slot's stream still holds the moved sequence
             slots.sort(key=lambda s: s.seq_id)
             self.stats["slot_moves"] += 1
             moved = True
