@@ -96,7 +96,6 @@ def run_bench(
             log.warning("%s: the llama-server rows are skipped", exc)
 
     work = Path(tempfile.mkdtemp(prefix="airflow-net-bench-"))
-    rows: list[dict[str, Any]] = []
     t_start = time.time()
     try:
         wpath = work / "workload.json"
@@ -119,7 +118,7 @@ def run_bench(
                         row = report.summarize(run, mean_dag_tokens=workload.mean_dag_tokens,
                                                roofline_tps=roofline["tokens_per_s"])
                     runs.setdefault((method, workers), []).append(row)
-        rows = [report.median_run(runs[(m, w)]) for m in params.methods for w in params.workers]
+        rows: list[dict[str, Any]] = [report.median_run(runs[(m, w)]) for m in params.methods for w in params.workers]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

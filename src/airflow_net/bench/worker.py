@@ -42,17 +42,18 @@ def run_llama_cpp(model: str, w: Workload, reqs: list[int], threads: int, ready:
     warmup = llm.tokenize(w.warmup.encode(), add_bos=llm._model.add_bos_token(), special=True)
 
     def one(i: int, n: int) -> dict[str, Any]:
+        prompt = tokens[i] if i >= 0 else warmup
         t0 = time.time()
         first = None
         got = 0
         # Llama.generate never stops by itself: end-of-generation is ignored by taking exactly n tokens
-        for _ in llm.generate(tokens[i] if i >= 0 else warmup, temp=0.0, repeat_penalty=1.0):
+        for _ in llm.generate(prompt, temp=0.0, repeat_penalty=1.0):
             got += 1
             if first is None:
                 first = time.time()
             if got >= n:
                 break
-        return {"prompt": i, "prompt_tokens": len(tokens[i]), "completion_tokens": got, "t_start": t0,
+        return {"prompt": i, "prompt_tokens": len(prompt), "completion_tokens": got, "t_start": t0,
                 "t_first": first, "t_end": time.time()}
 
     one(-1, 4)  # warm-up on a prompt outside the requests: maps the weights in
