@@ -320,3 +320,48 @@ def _up(port: int) -> bool:
         return call(port, "GET", "/health", timeout=2)[0] == 200
     except OSError:
         return False
+
+
+def test_the_outbox_wakes_the_loop_once_for_a_steps_deltas_and_keeps_their_order() -> None:
+    import asyncio
+
+    from airflow_net.serve.engine import Delta
+    from airflow_net.serve.server import _Outbox, _Stream
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        real = loop.call_soon_threadsafe
+
+        def counting(callback, *a):  # noqa: ANN001, ANN002
+            nonlocal wakes
+            wakes += callback == box._drain  # (to_thread hands its result back the same way)
+            return real(callback, *a)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        box = _Outbox(loop)
+        a, b = _Stream(box, keep_deltas=True), _Stream(box, keep_deltas=False)
+
+        def engine_step() -> None:  # as the engine's thread does: every slot's delta, then the final ones
+            for i in range(3):
+                a.push(Delta(f"a{i}", [i]))
+                b.push(Delta(f"b{i}", [i]))  # a whole response: only the final delta crosses over
+            a.push(Delta("", [], finish_reason="length"))
+            b.push(Delta("", [], finish_reason="stop"))
+
+        await asyncio.to_thread(engine_step)
+        assert wakes == 1
+        got = [await a.next(1.0) for _ in range(4)]
+        assert [d.text for d in got] == ["a0", "a1", "a2", ""] and got[-1].finish_reason == "length"
+        assert (await b.final).finish_reason == "stop" and not b._items
+        assert (await a.final).finish_reason == "length"
+        # nothing more: next() gives None after its timeout, and a later delta wakes the loop again
+        t = time.perf_counter()
+        assert await a.next(0.05) is None
+        assert time.perf_counter() - t >= 0.04
+        pending = asyncio.ensure_future(a.next(5.0))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(a.push, Delta("late", [9]))
+        assert (await asyncio.wait_for(pending, 2)).text == "late" and wakes == 2
+
+    asyncio.run(main())

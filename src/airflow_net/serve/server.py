@@ -15,6 +15,7 @@ Behaviour a client can rely on:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -197,27 +198,74 @@ class Metrics:
 
 
 # ---------------------------------------------------------------- the app
+class _Outbox:
+    """Hands deltas from the engine's thread to one event loop: one wake-up of the loop for all the deltas the
+    engine emits before the loop runs (a step's worth), rather than one per delta. Each wake-up is a write to
+    the loop's self-pipe and a turn of the loop, and on a 2-core machine every turn it takes preempts one of
+    llama.cpp's threads, which stalls both: they wait for each other at every op."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: list[tuple[_Stream, Delta]] = []
+        self._lock = threading.Lock()
+
+    def put(self, stream: _Stream, d: Delta) -> None:  # engine thread
+        with self._lock:
+            wake = not self._items
+            self._items.append((stream, d))
+        if wake:
+            with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
+                self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:  # event loop
+        with self._lock:
+            items, self._items = self._items, []
+        for stream, d in items:
+            stream._put(d)
+
+
 class _Stream:
     """Output of one engine request, handed from the engine's thread to the event loop: every delta (streaming)
     or only the final one (a whole response)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, keep_deltas: bool) -> None:
-        self.loop = loop
+    def __init__(self, outbox: _Outbox, keep_deltas: bool) -> None:
+        self.outbox = outbox
         self.keep_deltas = keep_deltas
-        self.q: asyncio.Queue[Delta] = asyncio.Queue()
-        self.final: asyncio.Future[Delta] = loop.create_future()
+        self._items: collections.deque[Delta] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.final: asyncio.Future[Delta] = outbox.loop.create_future()
 
     def _put(self, d: Delta) -> None:  # event loop
         if self.keep_deltas:
-            self.q.put_nowait(d)
+            self._items.append(d)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
         if d.finish_reason is not None and not self.final.done():
             self.final.set_result(d)
 
     def push(self, d: Delta) -> None:  # engine thread
-        if not self.keep_deltas and d.finish_reason is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
-            self.loop.call_soon_threadsafe(self._put, d)
+        if self.keep_deltas or d.finish_reason is not None:
+            self.outbox.put(self, d)
+
+    async def next(self, timeout: float) -> Delta | None:
+        """The next delta, or None if none came within ``timeout`` seconds (a plain future and a timer: cheaper
+        per token than ``asyncio.wait_for``, which makes a task for every call before Python 3.12)."""
+        if not self._items:
+            waiter = self._waiter = self.outbox.loop.create_future()
+            timer = self.outbox.loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._items:
+                return None
+        return self._items.popleft()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def create_app(engine: Engine, *, model_name: str | None = None, max_queue: int = 1024,
@@ -227,6 +275,16 @@ def create_app(engine: Engine, *, model_name: str | None = None, max_queue: int 
     metrics = Metrics(engine)
     engine.on_finish = metrics.on_finish
     created = int(time.time())
+    outboxes: dict[asyncio.AbstractEventLoop, _Outbox] = {}  # one per event loop (a server has one)
+
+    def outbox() -> _Outbox:
+        loop = asyncio.get_running_loop()
+        box = outboxes.get(loop)
+        if box is None:
+            for old in [lp for lp in outboxes if lp.is_closed()]:
+                del outboxes[old]
+            box = outboxes[loop] = _Outbox(loop)
+        return box
 
     async def parse(request: HTTPRequest, schema: type[_Body]) -> _Body:
         raw = await request.body()
@@ -278,7 +336,7 @@ def create_app(engine: Engine, *, model_name: str | None = None, max_queue: int 
                 if isinstance(prompt, list) and any(not 0 <= t < engine.n_vocab for t in prompt):
                     raise _BadRequest(f"prompt token ids must be in [0, {engine.n_vocab})", "prompt")
                 max_tokens = body.max_tokens if body.max_tokens is not None else 16  # OpenAI's default
-            stream = _Stream(asyncio.get_running_loop(), keep_deltas=body.stream)
+            stream = _Stream(outbox(), keep_deltas=body.stream)
             req = submit(prompt, body, max_tokens, stream)
         except _BadRequest as exc:
             metrics.http_errors.labels(str(exc.status)).inc()
@@ -350,9 +408,8 @@ def create_app(engine: Engine, *, model_name: str | None = None, max_queue: int 
             if chat:
                 yield chunk(None, None, first=True)
             while True:
-                try:
-                    d = await asyncio.wait_for(stream.q.get(), timeout=poll_disconnect_s)
-                except asyncio.TimeoutError:
+                d = await stream.next(poll_disconnect_s)
+                if d is None:
                     # nothing to write (still queued, or a long prompt): a write would tell us the client left
                     if await request.is_disconnected():
                         return
