@@ -49,6 +49,33 @@ def test_ratios_compare_what_was_measured() -> None:
     assert "python_engine_x4_vs_stock_server_x4" not in r  # not measured: left out, not invented
 
 
+def test_with_repeats_ratios_are_also_given_round_by_round() -> None:
+    def rows(engine: list[float], server: list[float]) -> list[dict]:
+        out = []
+        for m, reps in (("python-engine", engine), ("llama-server", server)):
+            runs = [{"method": m, "workers": 4, "generated_tps": v} for v in reps]
+            out.append(report.median_run(runs))
+        return out
+
+    # rounds ran side by side: a slow round slows both methods, and the round's ratio stays put
+    r = report.ratios(rows([50.0, 40.0, 55.0], [48.0, 41.0, 52.0]))["python_engine_x4_vs_llama_server_x4"]
+    assert r["ratio"] == round(50 / 48, 3) and r["rounds"] == [round(50 / 48, 3), round(40 / 41, 3), round(55 / 52, 3)]
+    assert r["met"] is True and r["within_noise"] is True  # one round of three fell short
+    r = report.ratios(rows([50.0, 52.0], [45.0, 46.0]))["python_engine_x4_vs_llama_server_x4"]
+    assert r["met"] is True and "within_noise" not in r
+    failed = {"method": "llama-server", "workers": 4, "skipped": "failed: HTTP 500"}
+    engine = report.median_run([{"method": "python-engine", "workers": 4, "generated_tps": v} for v in (50.0, 52.0)])
+    server = report.median_run([{"method": "llama-server", "workers": 4, "generated_tps": 49.0}, failed])
+    r = report.ratios([engine, server])["python_engine_x4_vs_llama_server_x4"]
+    assert "rounds" not in r and r["ratio"] == round(50 / 49, 3)  # rounds no longer pair up: medians only
+    md = report.markdown({"model": {"name": "x", "gguf": "x.gguf", "size_mb": 1, "n_params": 1e6},
+                          "workload": {"requests": 2, "prompt_tokens": [3, 4], "max_tokens": 8, "mean_dag_tokens": 9},
+                          "machine": {"cpu": "c", "cores": 2, "memory_gib": 1, "load_average": [0, 0, 0]},
+                          "threads": 2, "roofline": {"bandwidth_gbs": 1, "bytes_per_token": 1e6, "tokens_per_s": 1},
+                          "ratios": report.ratios(rows([50.0, 40.0, 55.0], [48.0, 41.0, 52.0])), "results": []})
+    assert "1.04x (by round: 1.04, 0.98, 1.06) | 1.00 | yes, within the rounds' spread |" in md
+
+
 def test_repeats_report_the_median_run_and_the_spread() -> None:
     def row(tps: float, **kw: object) -> dict:
         return {"method": "python-engine", "workers": 4, "generated_tps": tps, "ttft_p50": tps / 100, **kw}

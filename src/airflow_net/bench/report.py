@@ -79,36 +79,54 @@ def median_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _get(rows: list[dict[str, Any]], method: str, workers: int, key: str) -> float | None:
+def _row(rows: list[dict[str, Any]], method: str, workers: int) -> dict[str, Any] | None:
     for r in rows:
         if r["method"] == method and r["workers"] == workers and not r.get("skipped"):
-            return r.get(key)
+            return r
     return None
 
 
+def _get(rows: list[dict[str, Any]], method: str, workers: int, key: str) -> float | None:
+    r = _row(rows, method, workers)
+    return None if r is None else r.get(key)
+
+
 def ratios(rows: list[dict[str, Any]], parallel: int = 4) -> dict[str, dict[str, Any]]:
-    """The headline comparisons, each with its inputs, measured in this run (missing inputs: left out)."""
+    """The headline comparisons, each with its inputs, measured in this run (missing inputs: left out).
+
+    A ratio is of the two median runs. With repeats, it is also given round by round (``rounds``): each round
+    ran both methods within minutes of each other, so a slow spell of a shared machine moves both sides of a
+    round's ratio, and the rounds' range shows how far the machine's noise moves the ratio itself."""
     out: dict[str, dict[str, Any]] = {}
-
-    def add(name: str, num: float | None, den: float | None, what: str, target: float | None = None) -> None:
-        if num and den:
-            r = {"ratio": round(num / den, 3), "numerator": num, "denominator": den, "what": what}
-            if target is not None:
-                r.update(target=target, met=num / den >= target)
-            out[name] = r
-
     g = "generated_tps"
-    add(f"python_engine_x{parallel}_vs_llama_server_x{parallel}", _get(rows, "python-engine", parallel, g),
-        _get(rows, "llama-server", parallel, g), f"generated tokens/s, {parallel} parallel requests", 1.0)
-    add(f"python_engine_x{parallel}_vs_x1", _get(rows, "python-engine", parallel, g),
-        _get(rows, "python-engine", 1, g), f"generated tokens/s, {parallel} parallel vs one stream", 1.5)
-    tf = [v for v in (_get(rows, "transformers-fp32", 1, g), _get(rows, "transformers-bf16", 1, g)) if v]
-    add("llama_cpp_vs_transformers", _get(rows, "llama-cpp", 1, g), max(tf) if tf else None,
+
+    def add(name: str, num: tuple[str, int] | None, den: tuple[str, int] | None, what: str,
+            target: float | None = None) -> None:
+        a = _row(rows, *num) if num else None
+        b = _row(rows, *den) if den else None
+        if not (a and b and a.get(g) and b.get(g)):
+            return
+        r: dict[str, Any] = {"ratio": round(a[g] / b[g], 3), "numerator": a[g], "denominator": b[g], "what": what}
+        ra, rb = a.get("repeats_tps"), b.get("repeats_tps")
+        if ra and rb and len(ra) == len(rb) and all(ra + rb):  # rounds pair up only if none failed
+            r["rounds"] = [round(x / y, 3) for x, y in zip(ra, rb, strict=True)]
+        if target is not None:
+            r.update(target=target, met=a[g] / b[g] >= target)
+            if "rounds" in r and min(r["rounds"]) < target <= max(r["rounds"]):
+                r["within_noise"] = True  # some rounds meet the target and some do not
+        out[name] = r
+
+    add(f"python_engine_x{parallel}_vs_llama_server_x{parallel}", ("python-engine", parallel),
+        ("llama-server", parallel), f"generated tokens/s, {parallel} parallel requests", 1.0)
+    add(f"python_engine_x{parallel}_vs_x1", ("python-engine", parallel), ("python-engine", 1),
+        f"generated tokens/s, {parallel} parallel vs one stream", 1.5)
+    tf = [(m, 1) for m in ("transformers-fp32", "transformers-bf16") if _get(rows, m, 1, g)]
+    add("llama_cpp_vs_transformers", ("llama-cpp", 1), max(tf, key=lambda k: _get(rows, *k, g)) if tf else None,
         "generated tokens/s, one sequence, vs the faster of transformers fp32/bf16", 5.0)
-    add(f"python_engine_x{parallel}_vs_stock_server_x{parallel}", _get(rows, "python-engine", parallel, g),
-        _get(rows, "llama-cpp-server", parallel, g), f"generated tokens/s, {parallel} clients")
-    add(f"python_engine_x{parallel}_vs_processes_x{parallel}", _get(rows, "python-engine", parallel, g),
-        _get(rows, "processes", parallel, g), f"generated tokens/s, {parallel} parallel")
+    add(f"python_engine_x{parallel}_vs_stock_server_x{parallel}", ("python-engine", parallel),
+        ("llama-cpp-server", parallel), f"generated tokens/s, {parallel} clients")
+    add(f"python_engine_x{parallel}_vs_processes_x{parallel}", ("python-engine", parallel),
+        ("processes", parallel), f"generated tokens/s, {parallel} parallel")
     frac = _get(rows, "llama-cpp", 1, "decode_roofline_fraction")
     if frac:
         out["single_stream_decode_vs_roofline"] = {
@@ -236,8 +254,11 @@ def markdown(bench: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for name, r in bench["ratios"].items():
-        lines.append(f"| {r['what']} (`{name}`) | {r['ratio']:.2f}x | "
-                     f"{_fmt(r.get('target'), 2)} | {'yes' if r.get('met') else ('no' if 'met' in r else '–')} |")
+        rounds = f" (by round: {', '.join(f'{x:.2f}' for x in r['rounds'])})" if r.get("rounds") else ""
+        met = "yes" if r.get("met") else ("no" if "met" in r else "–")
+        if r.get("within_noise"):
+            met += ", within the rounds' spread"
+        lines.append(f"| {r['what']} (`{name}`) | {r['ratio']:.2f}x{rounds} | {_fmt(r.get('target'), 2)} | {met} |")
     lines += ["", "## Every method", "",
               "| method | workers | gen tok/s | prompt tok/s | decode tok/s/stream | DAGs/s | x roofline | "
               "TTFT p50/p90/p99 (s) | latency p50/p90/p99 (s) | peak RSS (MB) | other load |",

@@ -103,10 +103,12 @@ def run_bench(
         setup = Setup(gguf=gguf, hf_dir=hf_dir, workload=workload, workload_path=wpath, threads=threads,
                       llama_server=server, timeout_s=params.timeout_s)
         # Repeats go round every method before the next: a machine that slows down for a while slows every
-        # method's run in that round, not all the runs of one method.
+        # method's run in that round, not all the runs of one method. Each round starts one method later than
+        # the one before (A B C, B C A, ...), so no method always runs first or always follows the same one.
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for rep in range(params.repeats):
-            for method in params.methods:
+            k = rep % len(params.methods)
+            for method in [*params.methods[k:], *params.methods[:k]]:
                 banner(method if params.repeats == 1 else f"{method} (round {rep + 1} of {params.repeats})")
                 for workers in params.workers:
                     try:
@@ -156,8 +158,9 @@ def run_bench(
     report.write_charts(rows, out_dir, roofline_tps=roofline["tokens_per_s"], title=params.model)
     write_text(out_dir / "summary.md", report.markdown(bench))
     for name, r in bench["ratios"].items():
-        log.info("%s: %.2fx%s", name, r["ratio"], f" (target {r['target']}x: {'met' if r['met'] else 'NOT met'})"
-                 if "target" in r else "")
+        rounds = f" [rounds: {', '.join(f'{x:.2f}' for x in r['rounds'])}]" if r.get("rounds") else ""
+        log.info("%s: %.2fx%s%s", name, r["ratio"], rounds,
+                 f" (target {r['target']}x: {'met' if r['met'] else 'NOT met'})" if "target" in r else "")
     log.info("wrote %s, %s/bench_*.csv and %s/ (summary.md, throughput.png, latency.png)", metrics_path, plots_dir,
              out_dir)
     return bench
