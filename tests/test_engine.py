@@ -195,6 +195,14 @@ def test_the_greedy_shortcut_gives_the_sampler_chains_tokens(engine: Engine) -> 
         assert (a.tokens, a.finish_reason) == (c.tokens, c.finish_reason)
         assert (b.tokens, b.finish_reason) == (d.tokens, d.finish_reason)
         assert len(a.tokens) > 0
+    # Where an end token is the row's maximum (rare on this model, so on made-up rows): ignore_eos takes the
+    # first maximum of the others, as the chain's -inf bias does; the row itself is left as it was.
+    end, other = engine._eog[0], 5 if engine._eog[0] != 5 else 6
+    row = np.zeros(engine.n_vocab, dtype=np.float32)
+    row[end], row[other], row[other + 1] = 3.0, 2.0, 2.0
+    assert engine._greedy(row, False) == end and engine._greedy(row, True) == other and row[end] == 3.0
+    row[end] = 2.0  # a tie with an end token placed first
+    assert engine._greedy(row, False) == min(end, other) and engine._greedy(row, True) == other
 
 
 def test_requests_beyond_the_slots_wait_for_a_free_one(tiny_dir: Path) -> None:

@@ -605,12 +605,10 @@ class Engine:
             assert req is not None
             if s.greedy:
                 # Plain greedy: the argmax of this row of logits, as llama.cpp's greedy sampler takes it (the first
-                # maximum), without building its candidate list over the whole vocabulary for every token.
+                # maximum), without building its candidate list over the whole vocabulary for every token: at the
+                # 152k vocabulary, 4 rows take 0.05 ms this way and 0.65 ms through the sampler chains.
                 logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self._ctx.ctx, i), shape=(self.n_vocab,))
-                if req.params.ignore_eos:  # as the chain's -inf logit bias; on a copy, the row is llama.cpp's
-                    logits = logits.copy()
-                    logits[self._eog] = -np.inf
-                token = int(logits.argmax())
+                token = self._greedy(logits, req.params.ignore_eos)
             else:
                 token = ll.llama_sampler_sample(s.sampler, self._ctx.ctx, i)  # samples and accepts
             if req.t_first is None:
@@ -627,6 +625,17 @@ class Engine:
             else:
                 s.next_token = token
         return self.busy()
+
+    def _greedy(self, logits: Any, ignore_eos: bool) -> int:
+        """The greedy token of a row of logits: its first maximum, as llama.cpp's greedy sampler takes it; with
+        ignore_eos, the first maximum of the other tokens, as the chain's -inf bias on the end tokens gives. The
+        row is only copied and masked when an end token wins: otherwise the first maximum is not one of them."""
+        token = int(logits.argmax())
+        if ignore_eos and token in self._eog_set:
+            masked = logits.copy()  # the row itself is llama.cpp's
+            masked[self._eog] = -np.inf
+            token = int(masked.argmax())
+        return token
 
     def next_token_logits(self, tokens: Sequence[int]) -> Any:
         """The logits after ``tokens``, decoded as one sequence alone (a reference for tests and checks).
