@@ -120,8 +120,8 @@ def ratios(rows: list[dict[str, Any]], parallel: int = 4) -> dict[str, dict[str,
         ("llama-server", parallel), f"generated tokens/s, {parallel} parallel requests", 1.0)
     add(f"python_engine_x{parallel}_vs_x1", ("python-engine", parallel), ("python-engine", 1),
         f"generated tokens/s, {parallel} parallel vs one stream", 1.5)
-    tf = [(m, 1) for m in ("transformers-fp32", "transformers-bf16") if _get(rows, m, 1, g)]
-    add("llama_cpp_vs_transformers", ("llama-cpp", 1), max(tf, key=lambda k: _get(rows, *k, g)) if tf else None,
+    tf = max((("transformers-fp32", 1), ("transformers-bf16", 1)), key=lambda k: _get(rows, *k, g) or 0)
+    add("llama_cpp_vs_transformers", ("llama-cpp", 1), tf,  # the faster; add() leaves it out if neither ran
         "generated tokens/s, one sequence, vs the faster of transformers fp32/bf16", 5.0)
     add(f"python_engine_x{parallel}_vs_stock_server_x{parallel}", ("python-engine", parallel),
         ("llama-cpp-server", parallel), f"generated tokens/s, {parallel} clients")
