@@ -335,7 +335,7 @@ def test_the_outbox_wakes_the_loop_once_for_a_steps_deltas_and_keeps_their_order
 
         def counting(callback, *a):  # noqa: ANN001, ANN002
             nonlocal wakes
-            wakes += callback == box._drain  # (to_thread hands its result back the same way)
+            wakes += callback == box._drain  # (only the outbox's wake-ups count)
             return real(callback, *a)
 
         loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
@@ -349,7 +349,12 @@ def test_the_outbox_wakes_the_loop_once_for_a_steps_deltas_and_keeps_their_order
             a.push(Delta("", [], finish_reason="length"))
             b.push(Delta("", [], finish_reason="stop"))
 
-        await asyncio.to_thread(engine_step)
+        # The engine's thread pushes a whole step while the loop is busy (here: blocked joining it), as when the
+        # loop is serving other requests. With the loop idle it may drain between two pushes, which is fine but
+        # would make the count racy.
+        engine = threading.Thread(target=engine_step)
+        engine.start()
+        engine.join()
         assert wakes == 1
         got = [await a.next(1.0) for _ in range(4)]
         assert [d.text for d in got] == ["a0", "a1", "a2", ""] and got[-1].finish_reason == "length"
@@ -361,7 +366,9 @@ def test_the_outbox_wakes_the_loop_once_for_a_steps_deltas_and_keeps_their_order
         assert time.perf_counter() - t >= 0.04
         pending = asyncio.ensure_future(a.next(5.0))
         await asyncio.sleep(0)
-        await asyncio.to_thread(a.push, Delta("late", [9]))
+        late = threading.Thread(target=a.push, args=(Delta("late", [9]),))
+        late.start()
+        late.join()
         assert (await asyncio.wait_for(pending, 2)).text == "late" and wakes == 2
 
     asyncio.run(main())
