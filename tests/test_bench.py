@@ -98,6 +98,27 @@ def test_decode_bytes_count_the_output_matrix_once() -> None:
     assert hardware.decode_bytes_per_token(untied) == 140  # only one row of the input embedding is read
 
 
+def test_the_roofline_is_the_median_bandwidth_and_the_decode_fraction_is_given_by_round() -> None:
+    roof = hardware.roofline([30.0, 50.0, 40.0], 4 * 10**9, threads=2, mib=64)
+    assert roof["bandwidth_gbs"] == 40.0 and roof["tokens_per_s"] == 10.0 and roof["bandwidth_gbs_range"] == [30, 50]
+    assert roof["bandwidth_gbs_measured"] == [30.0, 50.0, 40.0]  # in the order taken
+
+    def run(t_end: float) -> Run:  # 9 tokens, the first at 1 s: the other 8 decoded in t_end - 1 s
+        return Run("llama-cpp", 1, records=[{"t_start": 0.0, "t_first": 1.0, "t_end": t_end, "prompt_tokens": 4,
+                                              "completion_tokens": 9}])
+
+    rows = [report.summarize(run(t), mean_dag_tokens=5.0, roofline_tps=roof["tokens_per_s"]) for t in (2.0, 1.8, 2.6)]
+    assert [r["decode_roofline_fraction"] for r in rows] == [0.8, 1.0, 0.5]  # 8, 10 and 5 tok/s over 10
+    r = report.ratios([report.median_run(rows)])["single_stream_decode_vs_roofline"]
+    assert r["ratio"] == 0.8 and r["rounds"] == [0.8, 1.0, 0.5]  # the median run by tokens/s, then every round
+    assert r["met"] is False and r["within_noise"] is True
+    md = report.markdown({"model": {"name": "x", "gguf": "x.gguf", "size_mb": 1, "n_params": 1e6},
+                          "workload": {"requests": 1, "prompt_tokens": [4], "max_tokens": 9, "mean_dag_tokens": 5},
+                          "machine": {"cpu": "c", "cores": 2, "memory_gib": 1, "load_average": [0, 0, 0]},
+                          "threads": 2, "roofline": roof, "ratios": {}, "results": []})
+    assert "memory bandwidth 40.0 GB/s (measured; the median of 3, 30.0-50.0)" in md
+
+
 def test_bandwidth_is_measured() -> None:
     gbs = hardware.measure_bandwidth(1, mib=64, repeats=2)
     assert 0.1 < gbs < 10_000
@@ -206,6 +227,10 @@ def test_every_method_does_the_same_work(tiny_dir: Path, tmp_path: Path) -> None
             assert len(r["repeats_tps"]) == 2 and r["generated_tps"] == min(r["repeats_tps"]), r
             assert r["ttft_p50"] <= r["latency_p50"] and r["peak_rss_mb"] > 10
     assert bench["roofline"]["tokens_per_s"] > 0 and "python_engine_x4_vs_x1" not in bench["ratios"]
+    # measured at the start and before each method's runs in every round; every run against their median
+    assert len(bench["roofline"]["bandwidth_gbs_measured"]) == 1 + 2 * len(methods)
+    assert all(r["roofline_fraction"] == round(r["generated_tps"] / bench["roofline"]["tokens_per_s"], 3)
+               for r in rows.values() if not r.get("skipped"))
     assert "llama_cpp_vs_transformers" in bench["ratios"]
     assert json.loads((out / "bench.json").read_text())["results"] == bench["results"]
     for f in ("plots/bench_throughput.csv", "plots/bench_latency.csv", "report/throughput.png", "report/latency.png",

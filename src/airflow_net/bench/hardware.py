@@ -47,6 +47,17 @@ def measure_bandwidth(n_threads: int = 0, mib: int = 512, repeats: int = 7) -> f
     return best
 
 
+def roofline(bandwidths: list[float], bytes_per_token: int, *, threads: int, mib: int) -> dict[str, Any]:
+    """The run's decode roofline from its bandwidth measurements (GB/s, in the order taken): their median, with
+    the range and every measurement."""
+    bw = float(np.median(bandwidths))
+    return {"bandwidth_gbs": round(bw, 2), "bandwidth_gbs_range": [round(min(bandwidths), 2), round(max(bandwidths), 2)],
+            "bandwidth_gbs_measured": [round(b, 2) for b in bandwidths], "bytes_per_token": bytes_per_token,
+            "tokens_per_s": round(bw * 1e9 / bytes_per_token, 2), "threads": threads,
+            "method": f"numpy: {threads} threads sum a {mib} MiB array, best of 7; measured at the start and "
+                      "before each method's runs; the roofline is their median"}
+
+
 def gguf_tensors(path: str | Path, llama_cpp_dir: str | Path) -> dict[str, tuple[int, int]]:
     """(bytes, parameters) of each tensor in a GGUF, read with llama.cpp's own gguf-py (vendored beside the
     converter in third_party/llama.cpp)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_net.bench import hardware, report, shapes
-from airflow_net.bench.methods import Setup, run_method
+from airflow_net.bench.methods import Run, Setup, run_method
 from airflow_net.bench.workload import build_workload
 from airflow_net.params import BenchParams
 from airflow_net.serve.generation import exported_gguf
@@ -78,13 +78,14 @@ def run_bench(
                     machine["load_average"][0], machine["cores"])
 
     banner("memory bandwidth")
-    bandwidth = hardware.measure_bandwidth(threads, mib=params.bandwidth_mib)
     per_token = hardware.decode_bytes_per_token(tensors)
-    roofline = {"bandwidth_gbs": round(bandwidth, 2), "bytes_per_token": per_token,
-                "tokens_per_s": round(bandwidth * 1e9 / per_token, 2), "threads": threads,
-                "method": f"numpy: {threads} threads sum a {params.bandwidth_mib} MiB array, best of 7"}
-    log.info("bandwidth %.1f GB/s, %.0f MB per decode step: roofline %.1f tokens/s", bandwidth, per_token / 1e6,
-             roofline["tokens_per_s"])
+    # Measured here and again before each method's runs; the roofline is the median of them all. On a shared VM
+    # one measurement can stray by a quarter (25.0 and 42.3 GB/s among eight of 32-36 in one 1.5B run) while
+    # the decode speeds around it hold within 4%, so one figure, or each run paired with the measurement just
+    # before it, would move every fraction by that much; the median of many does not.
+    bandwidths = [hardware.measure_bandwidth(threads, mib=params.bandwidth_mib)]
+    log.info("bandwidth %.1f GB/s, %.0f MB per decode step: roofline %.1f tokens/s", bandwidths[0],
+             per_token / 1e6, bandwidths[0] * 1e9 / per_token)
 
     server = None
     if "llama-server" in params.methods:
@@ -105,25 +106,31 @@ def run_bench(
         # Repeats go round every method before the next: a machine that slows down for a while slows every
         # method's run in that round, not all the runs of one method. Each round starts one method later than
         # the one before (A B C, B C A, ...), so no method always runs first or always follows the same one.
-        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        runs: dict[tuple[str, int], list[Run | dict[str, Any]]] = {}
         for rep in range(params.repeats):
             k = rep % len(params.methods)
             for method in [*params.methods[k:], *params.methods[:k]]:
                 banner(method if params.repeats == 1 else f"{method} (round {rep + 1} of {params.repeats})")
+                bandwidths.append(hardware.measure_bandwidth(threads, mib=params.bandwidth_mib))
+                log.info("bandwidth %.1f GB/s", bandwidths[-1])
                 for workers in params.workers:
                     try:
-                        run = run_method(setup, method, workers)
+                        run: Run | dict[str, Any] = run_method(setup, method, workers)
                     except Exception as exc:  # noqa: BLE001  (one method failing must not lose the others' numbers)
                         log.error("%s x%d failed: %s", method, workers, exc)
-                        row = {"method": method, "workers": workers, "skipped": f"failed: {exc}"[:500]}
-                    else:
-                        row = report.summarize(run, mean_dag_tokens=workload.mean_dag_tokens,
-                                               roofline_tps=roofline["tokens_per_s"])
-                    runs.setdefault((method, workers), []).append(row)
-        rows: list[dict[str, Any]] = [report.median_run(runs[(m, w)]) for m in params.methods for w in params.workers]
+                        run = {"method": method, "workers": workers, "skipped": f"failed: {exc}"[:500]}
+                    runs.setdefault((method, workers), []).append(run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    roofline = hardware.roofline(bandwidths, per_token, threads=threads, mib=params.bandwidth_mib)
+    log.info("bandwidth %.1f GB/s (the median of %d measurements, %.1f-%.1f): roofline %.1f tokens/s",
+             roofline["bandwidth_gbs"], len(bandwidths), *roofline["bandwidth_gbs_range"], roofline["tokens_per_s"])
+    rows: list[dict[str, Any]] = [
+        report.median_run([r if isinstance(r, dict) else
+                           report.summarize(r, mean_dag_tokens=workload.mean_dag_tokens,
+                                            roofline_tps=roofline["tokens_per_s"]) for r in runs[(m, w)]])
+        for m in params.methods for w in params.workers]
     size = sum(b for b, _ in tensors.values())
     bench = {
         "model": {"name": params.model, "gguf": str(gguf), "hf_dir": str(hf_dir) if hf_dir else None,
