@@ -93,6 +93,18 @@ def _get(rows: list[dict[str, Any]], method: str, workers: int, key: str) -> flo
     return None if r is None else r.get(key)
 
 
+def _judge(r: dict[str, Any], value: float, target: float | None, rounds: list[float] | None) -> dict[str, Any]:
+    """``r`` with its ratio round by round, its target, whether ``value`` (the unrounded ratio) meets it, and,
+    when some rounds meet the target and some do not, the within-noise mark."""
+    if rounds:
+        r["rounds"] = rounds
+    if target is not None:
+        r.update(target=target, met=value >= target)
+        if rounds and min(rounds) < target <= max(rounds):
+            r["within_noise"] = True
+    return r
+
+
 def ratios(rows: list[dict[str, Any]], parallel: int = 4) -> dict[str, dict[str, Any]]:
     """The headline comparisons, each with its inputs, measured in this run (missing inputs: left out).
 
@@ -110,13 +122,9 @@ def ratios(rows: list[dict[str, Any]], parallel: int = 4) -> dict[str, dict[str,
             return
         r: dict[str, Any] = {"ratio": round(a[g] / b[g], 3), "numerator": a[g], "denominator": b[g], "what": what}
         ra, rb = a.get("repeats_tps"), b.get("repeats_tps")
-        if ra and rb and len(ra) == len(rb) and all(ra + rb):  # rounds pair up only if none failed
-            r["rounds"] = [round(x / y, 3) for x, y in zip(ra, rb, strict=True)]
-        if target is not None:
-            r.update(target=target, met=a[g] / b[g] >= target)
-            if "rounds" in r and min(r["rounds"]) < target <= max(r["rounds"]):
-                r["within_noise"] = True  # some rounds meet the target and some do not
-        out[name] = r
+        paired = ra and rb and len(ra) == len(rb) and all(ra + rb)  # rounds pair up only if none failed
+        out[name] = _judge(r, a[g] / b[g], target, [round(x / y, 3) for x, y in zip(ra, rb, strict=True)]
+                           if paired else None)
 
     add(f"python_engine_x{parallel}_vs_llama_server_x{parallel}", ("python-engine", parallel),
         ("llama-server", parallel), f"generated tokens/s, {parallel} parallel requests", 1.0)
@@ -132,14 +140,10 @@ def ratios(rows: list[dict[str, Any]], parallel: int = 4) -> dict[str, dict[str,
     one = _row(rows, "llama-cpp", 1)
     if one and one.get("decode_roofline_fraction"):
         frac = one["decode_roofline_fraction"]
-        r = {"ratio": frac, "what": "llama-cpp one sequence: decode tokens/s over bandwidth / weight bytes",
-             "target": 0.9, "met": frac >= 0.9}
-        reps = one.get("repeats_decode_roofline_fraction")
-        if reps and len(reps) > 1:  # every round's llama-cpp run
-            r["rounds"] = reps
-            if min(reps) < 0.9 <= max(reps):
-                r["within_noise"] = True
-        out["single_stream_decode_vs_roofline"] = r
+        reps = one.get("repeats_decode_roofline_fraction")  # every round's llama-cpp run
+        out["single_stream_decode_vs_roofline"] = _judge(
+            {"ratio": frac, "what": "llama-cpp one sequence: decode tokens/s over bandwidth / weight bytes"},
+            frac, 0.9, reps if reps and len(reps) > 1 else None)
     return out
 
 
