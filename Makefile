@@ -6,6 +6,12 @@ PY := $(abspath $(VENV))/bin/python
 PIP := $(PY) -m pip
 LLAMA_CPP_VERSION := 0.3.36
 CONVERTER := third_party/llama.cpp/convert_hf_to_gguf.py
+# llama.cpp is compiled for this CPU (-march=native) but without its AMX kernels: on Sapphire Rapids and later
+# CPUs they segfault in ggml_backend_amx_mul_mat as soon as several sequences decode in one batch (the engine,
+# generate, serve; llama.cpp issue #20824, seen on this project's 2-core VMs). AVX-512 and the repacked Q4_0/Q4_K
+# kernels stay. tools/build_llama_server.sh uses the same flags.
+NO_AMX := -U__AMX_TILE__ -U__AMX_INT8__ -U__AMX_BF16__
+export LLAMA_CPP_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 # Stage commands in dvc.yaml say `python`: make them find the project's virtualenv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -21,7 +27,11 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PIP) install -q -U pip wheel
 	@# torch first and pinned: otherwise a dependency pulls a CUDA build of several GB
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	@echo "installing requirements (llama-cpp-python compiles llama.cpp the first time: ~7 min on 2 cores)"
+	@echo "compiling llama-cpp-python $(LLAMA_CPP_VERSION) (llama.cpp for this CPU, no AMX: ~7 min on 2 cores)"
+	@# --no-cache-dir: pip caches a built wheel under its version alone, so a wheel compiled with other flags or
+	@# for another CPU (AMX, or features this one lacks) would be reused silently
+	CMAKE_ARGS="$$LLAMA_CPP_CMAKE_ARGS" $(PIP) install -q --no-cache-dir -c constraints.txt llama-cpp-python==$(LLAMA_CPP_VERSION)
+	@echo "installing requirements"
 	$(PIP) install -q -c constraints.txt -r requirements.txt
 	$(PIP) install -q --no-deps -e .
 	touch $@

@@ -23,8 +23,12 @@ mkdir -p "$src"
 tar xzf "$sdist" -C "$src" --strip-components=3 "llama_cpp_python-$version/vendor/llama.cpp"
 # Release build with the host's CPU features (GGML_NATIVE, as pip's build of llama-cpp-python uses);
 # static so the binaries do not depend on a libllama.so beside them; no curl (models are local files).
+# Without the AMX kernels, like the Makefile's build of llama-cpp-python: they segfault on batched decoding
+# on Sapphire Rapids (llama.cpp issue #20824).
+no_amx="-U__AMX_TILE__ -U__AMX_INT8__ -U__AMX_BF16__"
 cmake -S "$src" -B "$dest/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx" \
   -DGGML_NATIVE=ON >"$dest/cmake-configure.log"
 cmake --build "$dest/build" --config Release -j "$jobs" --target llama-server llama-bench llama-quantize
 mkdir -p "$dest/bin"
