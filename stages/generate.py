@@ -2,7 +2,10 @@
 
 The requests run through the serving engine in-process, `generate.parallel` at a time (continuous batching).
 
-Usage: python stages/generate.py --models models/gguf --data data/sft --out data/generated
+Usage: python stages/generate.py --models models/gguf --data data/sft --out data/generated --metrics metrics/generate.json
+
+The answers go to the output folder; how long they took (seconds, tokens/s) goes to the metrics file only, so
+that the same models and requests write byte-identical outputs on every run.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from airflow_net.utils import (
     banner,
     read_jsonl,
     stage_entry,
+    write_json,
     write_jsonl,
     write_meta,
 )
@@ -37,6 +41,7 @@ def main() -> None:
     ap.add_argument("--models", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--metrics", required=True, help="timings per model (run facts, kept out of --out)")
     args = ap.parse_args()
     p = load_params(args.params)
     g = p.generate
@@ -51,6 +56,7 @@ def main() -> None:
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         used = {}
+        timings: dict[str, dict] = {}
         for which in MODELS:
             path = exported_gguf(args.models, which, quantized=g.quantized)
             used[which] = path.name
@@ -63,15 +69,24 @@ def main() -> None:
                                  seed=p.seed, progress=bar.update)
             wall = time.perf_counter() - t0
             engine.close()
+            per_request = [out.pop("seconds") for out in outs]
             rows = [{"uid": r["uid"], "variant": r.get("variant"), "instruction": msgs[-1]["content"],
                      "spec": r.get("spec"), "airflow": r.get("airflow", 3), **out}
                     for r, msgs, out in zip(test, convs, outs, strict=True)]
             write_jsonl(tmp / f"{which}.jsonl", rows)
             n_tok = sum(x["completion_tokens"] for x in rows)
+            timings[which] = {
+                "requests": len(rows), "completion_tokens": n_tok, "seconds": round(wall, 2),
+                "tokens_per_s": round(n_tok / max(1e-9, wall), 1),  # all slots together
+                # the speed one answer is decoded at, in its slot (queueing excluded)
+                "request_tokens_per_s": round(n_tok / sum(per_request), 1) if sum(per_request) else 0.0,
+                "parallel": g.parallel,
+            }
             log.info("%s: %d answers, %d tokens in %.1f s (%.0f tokens/s over %d slots)", which, len(rows), n_tok,
                      wall, n_tok / max(1e-9, wall), g.parallel)
         write_meta(tmp, params={"seed": p.seed, "generate": g.model_dump()}, models=used)
-    log.info("wrote generations to %s", args.out)
+    write_json(args.metrics, timings)
+    log.info("wrote generations to %s, timings to %s", args.out, args.metrics)
 
 
 if __name__ == "__main__":

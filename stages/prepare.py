@@ -1,6 +1,10 @@
 """prepare: chat-format train/val/test splits by DAG, token-length statistics at train.max_seq_len.
 
 Usage: python stages/prepare.py --pairs data/instructions --base models/base --out data/sft --metrics metrics/prepare.json
+         [--last-train metrics/train.json]
+
+It also prices the train stage at the chosen train.max_seq_len: tokens per step, a cost per step, and (given
+the last train run's metrics) the expected time relative to it, with a warning when a knob makes it much slower.
 """
 
 from __future__ import annotations
@@ -9,12 +13,22 @@ import argparse
 import logging
 from pathlib import Path
 
-from airflow_net.data.prepare import SPLITS, length_stats, split_by_dag, token_lengths, train_rows
+from airflow_net.data.prepare import (
+    SLOWER_WARNING,
+    SPLITS,
+    compare_to_last_run,
+    length_stats,
+    split_by_dag,
+    token_lengths,
+    train_cost,
+    train_rows,
+)
 from airflow_net.params import load_params
 from airflow_net.utils import (
     UserError,
     atomic_path,
     banner,
+    read_json,
     read_jsonl,
     stage_entry,
     write_json,
@@ -34,6 +48,8 @@ def main() -> None:
     ap.add_argument("--base", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--last-train", default=None,
+                    help="metrics of the last train run (read only, for the time estimate; not an input)")
     args = ap.parse_args()
     p = load_params(args.params)
     max_len = p.train.max_seq_len
@@ -55,10 +71,12 @@ def main() -> None:
         raise UserError(f"{args.base}: base model folder not found (run `dvc repro base` first)")
     tok = AutoTokenizer.from_pretrained(args.base)
     metrics: dict = {"dags": {s: len({r["uid"] for r in splits[s]}) for s in SPLITS}}
+    lengths = {}
     for split in SPLITS:
         if not splits[split]:
             continue
         full, prompt = token_lengths(tok, splits[split])
+        lengths[split] = full
         metrics[split] = length_stats(full, prompt, max_len)
         if prompt.max() >= max_len:
             raise UserError(
@@ -67,13 +85,32 @@ def main() -> None:
             )
     log.info("train: %s", metrics["train"])
 
+    banner(f"train cost at train.max_seq_len={max_len}")
+    t = p.train
+    cost = train_cost(lengths["train"], max_len, rows_per_step=t.batch_size * t.grad_accum, packing=t.packing)
+    last = Path(args.last_train) if args.last_train else None
+    estimate = compare_to_last_run(cost, read_json(last) if last and last.is_file() else None, t.max_steps)
+    metrics["train_cost"] = cost | estimate
+    log.info("%d tokens per step in %d packed rows of %d tokens (mean fill %.0f)", cost["tokens_per_step"],
+             t.batch_size * t.grad_accum, max_len, cost["tokens_per_row"])
+    if estimate:
+        ref = estimate["reference"]
+        total = estimate.get("estimated_train_seconds")
+        msg = (f"train stage estimate: {estimate['relative_step_time']:.1f}x the time per step of the last train run"
+               f" (max_seq_len {ref['max_seq_len']}: {ref['seconds'] / ref['steps']:.2f} s per step), about"
+               f" {estimate['estimated_step_seconds']:.1f} s per step"
+               + (f", {total / 60:.0f} min for train.max_steps={t.max_steps}" if total else ""))
+        (log.warning if estimate["relative_step_time"] >= SLOWER_WARNING else log.info)(msg)
+    else:
+        log.info("no earlier train run with a recorded cost to compare with (%s)", last or "no --last-train")
     banner("write")
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         for split in SPLITS:
             write_jsonl(tmp / f"{split}.jsonl", splits[split])
+        # the cost per step depends only on the data and params: train copies it beside its measured seconds
         write_meta(tmp, params={"seed": p.seed, "prepare": p.prepare.model_dump(), "max_seq_len": max_len},
-                   inputs={"pairs": args.pairs})
+                   inputs={"pairs": args.pairs}, train_cost=cost)
     write_json(args.metrics, metrics)
     log.info("wrote %s to %s", {s: len(splits[s]) for s in SPLITS}, args.out)
 

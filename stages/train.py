@@ -78,9 +78,11 @@ def main() -> None:
             write_meta(
                 tmp, params=resolved, inputs={"base": args.base, "data": args.data},
                 base_model=read_json(base_meta).get("model") if base_meta.is_file() else str(args.base),
-                threads=torch.get_num_threads(),
-            )
-        metrics = result.metrics() | {"threads": torch.get_num_threads()}
+            )  # run facts (threads, seconds, tokens/s) go to the metrics file: the adapter stays byte-stable
+        # what prepare priced this run at: its next run scales these seconds to estimate a new max_seq_len
+        cost = read_json(Path(args.data) / "meta.json").get("train_cost", {}) if (Path(args.data) / "meta.json").is_file() else {}
+        metrics = result.metrics() | {"threads": torch.get_num_threads(), "max_seq_len": p.train.max_seq_len,
+                                      "cost_per_step": cost.get("cost_per_step"), "tokens_per_step": cost.get("tokens_per_step")}
         write_text(args.plot, history_csv(result.history))
         write_json(args.metrics, metrics)
         t.log_metrics(metrics)

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The project's environment, called by path from a shell that never activated it (README: `.venv/bin/dvc repro`).
+ENV_BIN = Path(sys.executable).parent
+DVC = str(ENV_BIN / "dvc")
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 
@@ -52,9 +55,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     repo = base / "repo"
     repo.mkdir()
     scratch_clone(repo)
+    # PATH without the project's environment: the stage commands must find it themselves (tools/python).
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() != ENV_BIN.resolve())
     env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
+        "PATH": path,
         "PYTHONPATH": str(repo / "src"),  # the clone's own code, not the editable install
         "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
         "AIRFLOW_NET_EXPERIMENT": "e2e",
@@ -62,10 +67,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
     }
     run(["git", "init", "-q", "-b", "main"], repo, env)
-    run(["dvc", "config", "--local", "core.site_cache_dir", str(base / "site-cache")], repo, env)
+    run([DVC, "config", "--local", "core.site_cache_dir", str(base / "site-cache")], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "scratch"], repo, env)
-    run(["dvc", "repro"], repo, env)
+    (repo / ".venv").symlink_to(ENV_BIN.parent)  # as `make install` leaves it; git ignores it
+    run([DVC, "repro"], repo, env)
     return repo, env
 
 
@@ -178,6 +184,52 @@ def test_distill_with_the_tiny_model_as_teacher(pipeline) -> None:
     assert all(check_source(p["source"]).ok for p in pairs)
 
 
+def test_bytecode_and_editor_files_leave_every_stage_up_to_date(pipeline) -> None:
+    """A user's shell writes bytecode (CI's sets PYTHONDONTWRITEBYTECODE): importing the library must not make
+    the stages that depend on its folders "modified"; nor must an editor's swap file or an OS's litter."""
+    repo, env = pipeline
+    env_on = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    every_module = ("import importlib, pkgutil, airflow_net\n"
+                    "for m in pkgutil.walk_packages(airflow_net.__path__, 'airflow_net.'):\n"
+                    "    if not m.name.endswith('.__main__'):\n"  # a command line, not a module to import
+                    "        importlib.import_module(m.name)")
+    run([sys.executable, "-c", every_module], repo, env_on)
+    run([sys.executable, "-m", "compileall", "-q", "stages", "tools"], repo, env_on)
+    written = {p.parent.parent.name for p in (repo / "src/airflow_net").rglob("__pycache__/*.pyc")}
+    assert {"data", "dagcheck", "models", "export", "serve", "evaluate"} <= written, written
+    for litter in ("src/airflow_net/data/.factory.py.swp", "src/airflow_net/models/base.py~", "src/airflow_net/.DS_Store",
+                   "stages/.#train.py"):
+        (repo / litter).write_text("x")
+    assert json.loads(run([DVC, "status", "--json"], repo, env).stdout) == {}
+
+
+def declared_outs(repo: Path) -> dict[str, str | None]:
+    """stage:path -> md5 in dvc.lock of every `outs` entry (metrics and plots hold run facts by design)."""
+    import yaml
+
+    pipeline_ = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    paths = {name: {next(iter(o)) if isinstance(o, dict) else o for o in st.get("outs", [])}
+             for name, st in pipeline_.items()}
+    return {f"{name}:{o['path']}": o.get("md5") for name, st in lock.items() for o in st.get("outs", [])
+            if o["path"] in paths.get(name, ())}
+
+
+# Outputs made of run facts by nature (README, "Reproducibility"): the benchmark's report, and the summary report,
+# which renders the metrics files, timings included. Every other out is byte-identical.
+RUN_SPECIFIC_OUTS = {"bench:reports/bench", "report:reports/summary"}
+
+
+def test_a_second_run_writes_byte_identical_outputs(pipeline) -> None:
+    repo, env = pipeline
+    first = declared_outs(repo)
+    assert {"corpus:data/corpus", "train:models/adapter", "export:models/gguf", "generate:data/generated"} <= set(first)
+    run([DVC, "repro", "--force"], repo, env)
+    second = declared_outs(repo)
+    changed = sorted(k for k in first if first[k] != second.get(k))
+    assert set(changed) <= RUN_SPECIFIC_OUTS, f"outputs that differ between two runs of the same inputs: {changed}"
+
+
 def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
@@ -185,14 +237,16 @@ def ran_stages(output: str) -> set[str]:
 def test_changing_quant_type_reruns_only_export_and_after(pipeline) -> None:
     """Runs last: it re-quantizes for real and checks which stages ran."""
     repo, env = pipeline
-    assert json.loads(run(["dvc", "status", "--json"], repo, env).stdout) == {}
+    assert json.loads(run([DVC, "status", "--json"], repo, env).stdout) == {}
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("type: Q8_0", "type: Q4_K_M"))
-    status = json.loads(run(["dvc", "status", "--json"], repo, env).stdout)
+    status = json.loads(run([DVC, "status", "--json"], repo, env).stdout)
     # dvc status names the stage whose own deps or params changed; the rest follows from the graph.
     assert set(status) == {"export"}, status
-    proc = run(["dvc", "repro"], repo, env)
-    assert ran_stages(proc.stdout + proc.stderr) == {"export", "generate", "evaluate", "report", "bench"}
+    proc = run([DVC, "repro"], repo, env)
+    ran = ran_stages(proc.stdout + proc.stderr)
+    # report reads only metrics files: it reruns when the new answers change a metric (eval.json's bytes)
+    assert {"export", "generate", "evaluate", "bench"} <= ran <= {"export", "generate", "evaluate", "report", "bench"}, ran
     meta = json.loads((repo / "models/gguf/meta.json").read_text())
     assert "Q4_K_M" in meta["files"]["finetuned_quantized"]
-    assert json.loads(run(["dvc", "status", "--json"], repo, env).stdout) == {}
+    assert json.loads(run([DVC, "status", "--json"], repo, env).stdout) == {}

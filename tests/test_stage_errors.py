@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ("instruct", ["--corpus", "nope", "--out", "o", "--metrics", "m.json"], "nope/dags.jsonl: not found"),
         ("prepare", ["--pairs", "nope", "--base", "b", "--out", "o", "--metrics", "m.json"], "nope/pairs.jsonl: not found"),
-        ("generate", ["--models", "nope", "--data", "d", "--out", "o"], "not found"),
+        ("generate", ["--models", "nope", "--data", "d", "--out", "o", "--metrics", "m.json"], "not found"),
         ("evaluate", ["--generated", "nope", "--out", "o", "--metrics", "m.json"], "nope/base.jsonl: not found"),
     ],
 )

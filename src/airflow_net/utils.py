@@ -152,7 +152,9 @@ def sha256_tree(path: str | Path) -> str:
 
 
 def versions(*packages: str) -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    # major.minor only: a patch release does not change what a stage writes, and provenance inside an
+    # output must not differ between two machines with the same pins (else the output's hash does)
+    out = {"python": ".".join(platform.python_version_tuple()[:2])}
     for name in packages:
         try:
             out[name] = metadata.version(name)

@@ -118,3 +118,68 @@ def length_stats(full: np.ndarray, prompt: np.ndarray, max_seq_len: int) -> dict
         "truncated": int((full > max_seq_len).sum()),
         "truncation_rate": round(float((full > max_seq_len).mean()), 4),
     }
+
+
+# The train stage's cost per packed row, in units of "one token through the model": a row of n tokens costs
+# n + ATTENTION_COST * max_seq_len**2, because without a varlen (flash) kernel each packed row attends over its
+# whole length under a block-diagonal mask (src/airflow_net/models/sft.py). Fitted to two runs of the tiny
+# default on a 2-core machine: 2.62 s per step at max_seq_len 1024 (7,482 tokens per step, metrics/train.json)
+# and 25 s per step at 4096 (issue 13); the attention share is 45% of a step at 1024 and 75% at 4096.
+ATTENTION_COST = 7.27e-4
+# A step this many times slower than the last train run gets a warning in the log.
+SLOWER_WARNING = 2.0
+
+
+def packed_rows(lengths: np.ndarray, max_seq_len: int) -> np.ndarray:
+    """Tokens in each row when TRL packs the examples best-fit-decreasing into rows of ``max_seq_len``.
+
+    Examples longer than a row are truncated to it, as the trainer does.
+    """
+    import bisect
+
+    free: list[int] = []  # free space of the open rows, kept sorted
+    for n in sorted((min(int(x), max_seq_len) for x in lengths), reverse=True):
+        i = bisect.bisect_left(free, n)  # the fullest row that still fits it
+        if i < len(free):
+            room = free.pop(i) - n
+        else:
+            room = max_seq_len - n
+        bisect.insort(free, room)
+    return np.asarray([max_seq_len - f for f in free])
+
+
+def train_cost(lengths: np.ndarray, max_seq_len: int, *, rows_per_step: int, packing: bool) -> dict[str, Any]:
+    """Tokens per optimizer step and a machine-independent cost per step (see ATTENTION_COST)."""
+    if packing:
+        rows = packed_rows(lengths, max_seq_len)
+        per_row = float(rows.mean())
+        cost_row = per_row + ATTENTION_COST * max_seq_len**2
+    else:  # one example per row, padded to the longest in its batch: approximate with the mean length
+        clipped = np.minimum(lengths, max_seq_len)
+        per_row = float(clipped.mean())
+        cost_row = per_row + ATTENTION_COST * per_row**2
+        rows = clipped
+    return {
+        "max_seq_len": max_seq_len,
+        "rows": int(rows.size),
+        "tokens_per_row": round(per_row, 1),
+        "tokens_per_step": round(per_row * rows_per_step),
+        "cost_per_step": round(cost_row * rows_per_step),
+    }
+
+
+def compare_to_last_run(cost: dict[str, Any], last_train: dict[str, Any] | None, max_steps: int) -> dict[str, Any]:
+    """The expected seconds per step and for the whole train stage, scaled from the last train run's measured
+    seconds by the ratio of costs per step; empty when there is no comparable run (its metrics lack the cost)."""
+    if not last_train or not last_train.get("cost_per_step") or not last_train.get("steps"):
+        return {}
+    ratio = cost["cost_per_step"] / last_train["cost_per_step"]
+    step_s = last_train["seconds"] / last_train["steps"] * ratio
+    out = {
+        "reference": {k: last_train.get(k) for k in ("max_seq_len", "steps", "seconds", "cost_per_step")},
+        "relative_step_time": round(ratio, 2),
+        "estimated_step_seconds": round(step_s, 2),
+    }
+    if max_steps > 0:
+        out["estimated_train_seconds"] = round(step_s * max_steps)
+    return out

@@ -113,8 +113,7 @@ def aggregate(judgements: list[Judgement], extra: list[dict[str, Any]] | None = 
     }
     if extra:
         toks = [e.get("completion_tokens", 0) for e in extra]
-        secs = [e.get("seconds", 0.0) for e in extra]
         out["mean_completion_tokens"] = round(sum(toks) / n, 1)
         out["truncated_rate"] = round(sum(e.get("finish_reason") == "length" for e in extra) / n, 4)
-        out["tokens_per_second"] = round(sum(toks) / sum(secs), 1) if sum(secs) else 0.0
+        # speed is a run fact: metrics/generate.json has it; these metrics depend only on the answers
     return out

@@ -13,6 +13,7 @@ several processes unchanged; only the main process writes outputs (see ``SftResu
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
 import tempfile
@@ -290,6 +291,23 @@ def build_trainer(
     return trainer, history
 
 
+def make_adapter_byte_stable(out_dir: str | Path) -> None:
+    """Same weights, same bytes: drop what depends on the run rather than on the inputs.
+
+    ``training_args.bin`` pickles the trainer's arguments with its temporary output folder (a new name each
+    run); PEFT writes ``target_modules`` from a set, in an order that changes with Python's hash seed.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "training_args.bin").unlink(missing_ok=True)
+    cfg_path = out_dir / "adapter_config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        for key in ("target_modules", "modules_to_save", "exclude_modules"):
+            if isinstance(cfg.get(key), list):
+                cfg[key] = sorted(cfg[key])
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def train_lora(
     base_dir: str | Path,
     train_rows: Sequence[dict],
@@ -321,6 +339,7 @@ def train_lora(
         if is_main:
             out_dir = Path(out_dir)
             trainer.save_model(str(out_dir))  # the adapter (PEFT) and the tokenizer
+            make_adapter_byte_stable(out_dir)
             if is_ours(base_dir):
                 mark_tokenizer(out_dir)
     rows = [
