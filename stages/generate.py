@@ -66,7 +66,7 @@ def main() -> None:
             t0 = time.perf_counter()
             with tqdm(total=len(convs), desc=which, unit="dag", disable=None) as bar:
                 outs = chat_many(engine, convs, max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p,
-                                 seed=p.seed, progress=bar.update)
+                                 seed=p.seed, progress=bar.update, copy_ids=g.copy_ids)
             wall = time.perf_counter() - t0
             engine.close()
             per_request = [out.pop("seconds") for out in outs]

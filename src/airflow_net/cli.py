@@ -26,7 +26,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise UserError("empty request: pass it as arguments or on standard input")
     llm = load_gguf(args.model, n_ctx=p.generate.n_ctx, n_threads=p.generate.n_threads, seed=p.seed)
     out = chat(llm, to_messages(p.prepare.system_prompt, request), max_tokens=args.max_tokens or p.generate.max_tokens,
-               temperature=args.temperature, seed=p.seed)
+               temperature=args.temperature, seed=p.seed, copy_ids=p.generate.copy_ids and not args.no_copy_ids)
     code = extract_code(out["text"])
     print(code, end="")
     report = check_source(code, airflow=args.airflow)
@@ -55,6 +55,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     g.add_argument("--max-tokens", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--airflow", type=int, choices=(2, 3), default=3)
+    g.add_argument("--no-copy-ids", action="store_true",
+                   help="let the model choose its ids (default: generate.copy_ids, ids copied from the request)")
     handlers["generate"] = _cmd_generate
 
     pp = sub.add_parser("params", help="validate a params file (and show it resolved with --show)")

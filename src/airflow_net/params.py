@@ -210,6 +210,8 @@ class GenerateParams(_Section):
     n_threads: int = Field(0, ge=0)  # 0: all cores
     quantized: bool = True  # generate with the quantized GGUF (else the f16 one)
     parallel: int = Field(4, ge=1, le=64)  # requests decoded together (continuous batching); n_ctx is per request
+    # the answer's dag/task/group ids are copied from the identifiers the request names (a decoding constraint)
+    copy_ids: bool = True
 
 
 class EvaluateParams(_Section):

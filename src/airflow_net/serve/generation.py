@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airflow_net.serve.copy_ids import request_identifiers
 from airflow_net.serve.engine import Completion, Engine, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def chat_many(
     top_p: float = 1.0,
     seed: int = 0,
     progress: Callable[[int], Any] | None = None,
+    copy_ids: bool = False,
 ) -> list[dict[str, Any]]:
     """Chat completions for many conversations: text, token counts, finish reason and seconds, in input order.
 
@@ -52,8 +54,15 @@ def chat_many(
     """
     prompts = [engine.render_chat(m) for m in conversations]
     room = [max(1, min(max_tokens, engine.n_ctx - len(engine.tokenize(p)))) for p in prompts]
-    params = [SamplingParams(max_tokens=r, temperature=temperature, top_p=top_p, seed=seed) for r in room]
+    # copy_ids: the answer's id strings come from the identifiers the request (its last user turn) names
+    ids = [request_identifiers(_last_user(m)) if copy_ids else () for m in conversations]
+    params = [SamplingParams(max_tokens=r, temperature=temperature, top_p=top_p, seed=seed, copy_ids=i)
+              for r, i in zip(room, ids, strict=True)]
     return [_row(c) for c in engine.generate_many(prompts, params, progress=progress)]
+
+
+def _last_user(messages: list[dict[str, str]]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
 def chat(
@@ -64,9 +73,11 @@ def chat(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
+    copy_ids: bool = False,
 ) -> dict[str, Any]:
     """One chat completion: the text, token counts, finish reason and wall time."""
-    return chat_many(engine, [messages], max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)[0]
+    return chat_many(engine, [messages], max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                     copy_ids=copy_ids)[0]
 
 
 def exported_gguf(models_dir: str | Path, which: str, *, quantized: bool = True) -> Path:

@@ -1,0 +1,132 @@
+"""The id-copying constraint: which identifiers a request names, and which tokens it allows where."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from airflow_net.serve.copy_ids import (
+    IdConstraint,
+    VocabIndex,
+    apply_rule,
+    constrained_argmax,
+    request_identifiers,
+)
+
+
+def test_request_identifiers_takes_backticked_and_snake_case_ids_not_prose() -> None:
+    text = ("hi, i need a dag called invoices_sync, every 20 min. fetch_invoices pulls them from the billing api "
+            "(see docs.example.com/api_v2), then `store` writes them to postgres; group `extract.fetch_invoices`.")
+    ids = request_identifiers(text)
+    assert ids[:2] == ("store", "extract.fetch_invoices")
+    assert {"invoices_sync", "fetch_invoices", "extract"} - {"extract"} <= set(ids)
+    assert "fetch_invoices" in ids and "billing" not in ids and "dag" not in ids and "api_v2" not in ids
+    assert request_identifiers("A DAG that runs every day at 6:00: extract, then transform.") == ()
+
+
+# A toy vocabulary: characters, a few merged pieces, and pieces that open a string with an id's start.
+VOCAB = ['"', "'", '",', '"\n', "(", "):", "_", "a", "b", "c", "d", "e", "i", "l", "m", "n", "o", "s", "t", "y",
+         "load", "load_", "_sales", "sales", '"load', '"my', "my_dag", "daily", "_daily", "x", " ", "="]
+
+
+@pytest.fixture()
+def index() -> VocabIndex:
+    return VocabIndex(VOCAB)
+
+
+def tok(*texts: str) -> set[int]:
+    return {VOCAB.index(t) for t in texts}
+
+
+def test_inside_an_id_string_only_tokens_toward_a_requested_id_are_allowed(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("load_sales", "sales_daily"))
+    kind, allowed = c.allowed('with DAG(dag_id="load')
+    assert kind == "allow" and set(allowed.tolist()) == tok("_", "_sales")
+    kind, allowed = c.allowed("    t = EmptyOperator(task_id='sales")
+    assert set(allowed.tolist()) == tok("_", "_daily")
+    # a complete id: only its closing quote, alone or with whatever follows it (the id is over)
+    kind, allowed = c.allowed('dag_id="load_sales')
+    assert set(allowed.tolist()) == tok('"', '",', '"\n', '"load', '"my')
+    # at the start of the string: the first pieces of either id
+    kind, allowed = c.allowed('TaskGroup(group_id="')
+    assert set(allowed.tolist()) == tok("l", "load", "load_", "s", "sales")
+
+
+def test_no_constraint_outside_id_places_or_for_a_name_the_request_does_not_have(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("load_sales",))
+    assert c.allowed("import pendulum\n") is None
+    assert c.allowed('bash_command="load') is None  # not an id place
+    assert c.allowed('dag_id="zzz') is None  # the model left the request's ids: nothing to steer toward
+    assert IdConstraint(index, ()).allowed('dag_id="') is None
+
+
+def test_a_token_that_opens_the_string_must_open_it_toward_an_id(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("load_sales",))
+    kind, banned = c.allowed("with DAG(dag_id=")
+    assert kind == "ban" and tok('"my') <= set(banned.tolist())
+    assert not (tok('"', "'", '"load') & set(banned.tolist()))
+
+
+def test_taskflow_names_are_ids_too(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("load_sales",))
+    kind, allowed = c.allowed("@task\ndef load")
+    assert set(allowed.tolist()) == tok("_", "_sales")
+    kind, allowed = c.allowed("@dag(schedule=None)\n@other\ndef load_sales")
+    assert set(allowed.tolist()) == tok("(")  # "):" does not open the parameter list
+    assert c.allowed("def load") is None  # a plain helper function is not a task
+
+
+def test_the_masks_pick_the_best_allowed_token() -> None:
+    logits = np.array([5.0, 1.0, 3.0, 2.0])
+    assert constrained_argmax(logits, None) == 0
+    assert constrained_argmax(logits, ("allow", np.array([1, 3]))) == 3
+    assert constrained_argmax(logits, ("ban", np.array([0]))) == 2
+    row = logits.copy()
+    apply_rule(row, ("allow", np.array([1, 3])))
+    assert np.isneginf(row[[0, 2]]).all() and row[3] == 2.0
+    row = logits.copy()
+    apply_rule(row, ("ban", np.array([0, 2])))
+    assert int(row.argmax()) == 3
+
+
+def test_a_token_that_opens_and_starts_or_closes_a_place_at_once_is_checked(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("load_sales",))
+    assert c.violates("with DAG(dag_id=", '"my') and not c.violates("with DAG(dag_id=", '"load')
+    assert c.violates('t = X(task_id="load_sales"); u = Y(task_id=', '"x"')
+    assert not c.violates('t = X(task_id="load_sales"); u = Y(task_id=', '"load_sales"')
+    assert not c.violates("x = ", '"my"')  # not an id place
+    text = VOCAB.__getitem__
+    # the model prefers '"my' (index 25) right after dag_id=: the best token toward an id is taken instead
+    logits = np.zeros(len(VOCAB))
+    logits[VOCAB.index('"my')] = 9.0
+    logits[VOCAB.index('"load')] = 2.0
+    logits[VOCAB.index('"')] = 1.0
+    assert text(c.pick("with DAG(dag_id=", logits, text)) == '"load'
+    # nothing to constrain: the plain argmax
+    assert text(c.pick("x = ", logits, text)) == '"my'
+
+
+def test_the_engine_never_writes_an_id_the_request_did_not_name(tmp_path) -> None:
+    """The bigram teacher always writes dag_id="tiny_teacher", task_id="extract"/"load", in 24-byte tokens that
+    open and fill an id string at once. Asked to copy exactly those ids, its answer is unchanged; asked for
+    others, no id place in its answer holds a name outside them (the invented one is never emitted)."""
+    import re
+
+    from airflow_net.serve.engine import Engine, SamplingParams
+    from tests.support import tiny_gguf
+
+    if not tiny_gguf.available():
+        pytest.fail("llama.cpp's gguf-py is missing: run `make install`")
+    path = tiny_gguf.build(tmp_path / "teacher.gguf")
+    wanted = ("sales_daily", "pull_sales", "push_sales")
+    with Engine(path, n_parallel=3, n_ctx=1024, n_threads=1) as engine:
+        prompt = engine.render_chat([{"role": "user", "content": "x"}])
+        free, same, other = engine.generate_many([prompt] * 3, [
+            SamplingParams(max_tokens=300),
+            SamplingParams(max_tokens=300, copy_ids=("tiny_teacher", "extract", "load")),
+            SamplingParams(max_tokens=300, copy_ids=wanted),
+        ])
+    assert 'dag_id="tiny_teacher"' in free.text and 'task_id="extract"' in free.text
+    assert same.text == free.text
+    assert "tiny_teacher" not in other.text
+    assert set(re.findall(r'(?:dag_id|task_id)\s*=\s*"([^"]*)"', other.text)) <= set(wanted)
