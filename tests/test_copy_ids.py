@@ -10,18 +10,38 @@ from airflow_net.serve.copy_ids import (
     VocabIndex,
     apply_rule,
     constrained_argmax,
+    request_id_roles,
     request_identifiers,
 )
 
 
 def test_request_identifiers_takes_backticked_and_snake_case_ids_not_prose() -> None:
     text = ("hi, i need a dag called invoices_sync, every 20 min. fetch_invoices pulls them from the billing api "
-            "(see docs.example.com/api_v2), then `store` writes them to postgres; group `extract.fetch_invoices`.")
-    ids = request_identifiers(text)
-    assert ids[:2] == ("store", "extract.fetch_invoices")
-    assert {"invoices_sync", "fetch_invoices", "extract"} - {"extract"} <= set(ids)
-    assert "fetch_invoices" in ids and "billing" not in ids and "dag" not in ids and "api_v2" not in ids
+            "(see docs.example.com/api_v2), then `store` writes them to postgres.")
+    # one backticked id: bare snake_case words count too (a person does not quote them)
+    assert request_identifiers(text) == ("invoices_sync", "fetch_invoices", "store")
+    assert request_identifiers("in TaskGroup `extract`: `extract.fetch_x`") == ("extract", "extract.fetch_x", "fetch_x")
     assert request_identifiers("A DAG that runs every day at 6:00: extract, then transform.") == ()
+    # a request that quotes its ids: only those (pg_dump is prose there)
+    quoted = "Name it `nightly_db_backup`. First, dump inventory_db with pg_dump (`dump_inventory_db`)."
+    assert request_identifiers(quoted) == ("nightly_db_backup", "dump_inventory_db")
+
+
+@pytest.mark.parametrize("text, dag", [
+    ("Need a DAG called `orders_sync` every day: `pull_orders` -> `load_orders`.", "orders_sync"),
+    ("Our team wants a pipeline. The DAG id should be `price_monitoring`. First `scrape_initech`.", "price_monitoring"),
+    ("First `probe_api`, then `store_health`. Use `uptime_probes` as the DAG id.", "uptime_probes"),
+    ("Create `weekly_sales_report`, an Airflow 3 DAG that runs weekly: `aggregate_top_products`.", "weekly_sales_report"),
+    ("I need a DAG for Airflow 3.x, `crm_claims_sync`, to pull claims: `pull_claims`, `upsert_claims`.", "crm_claims_sync"),
+    ("hi, i need a dag called invoices_sync, every 20 min. fetch_invoices, then store_invoices", "invoices_sync"),
+    ("wait for the events_ingest DAG to finish (`wait_for_events`), then `compute`. Name it `features_daily`.",
+     "features_daily"),
+])
+def test_request_id_roles_finds_the_dag_id_and_the_groups(text: str, dag: str) -> None:
+    roles = request_id_roles(text)
+    assert [r for r in roles if r.startswith("dag:")] == [f"dag:{dag}"]
+    assert all(r.split(":", 1)[0] in ("dag", "group", "task") for r in roles)
+    assert "group:extract" in request_id_roles("`a_b` then `c_d`, both in TaskGroup `extract`. DAG `x_y`.")
 
 
 # A toy vocabulary: characters, a few merged pieces, and pieces that open a string with an id's start.
@@ -44,9 +64,9 @@ def test_inside_an_id_string_only_tokens_toward_a_requested_id_are_allowed(index
     assert kind == "allow" and set(allowed.tolist()) == tok("_", "_sales")
     kind, allowed = c.allowed("    t = EmptyOperator(task_id='sales")
     assert set(allowed.tolist()) == tok("_", "_daily")
-    # a complete id: only its closing quote, alone or with whatever follows it (the id is over)
+    # a complete id: only its closing quote, alone or with the punctuation that ends an argument ('"my' is not)
     kind, allowed = c.allowed('dag_id="load_sales')
-    assert set(allowed.tolist()) == tok('"', '",', '"\n', '"load', '"my')
+    assert set(allowed.tolist()) == tok('"', '",', '"\n')
     # at the start of the string: the first pieces of either id
     kind, allowed = c.allowed('TaskGroup(group_id="')
     assert set(allowed.tolist()) == tok("l", "load", "load_", "s", "sales")
@@ -74,6 +94,9 @@ def test_taskflow_names_are_ids_too(index: VocabIndex) -> None:
     kind, allowed = c.allowed("@dag(schedule=None)\n@other\ndef load_sales")
     assert set(allowed.tolist()) == tok("(")  # "):" does not open the parameter list
     assert c.allowed("def load") is None  # a plain helper function is not a task
+    # `def` written but not its space: the name must come with it (a token such as "Train" would glue on)
+    kind, allowed = c.allowed("@task\ndef")
+    assert kind == "allow" and set(allowed.tolist()) == tok(" ")
 
 
 def test_the_masks_pick_the_best_allowed_token() -> None:
@@ -130,3 +153,23 @@ def test_the_engine_never_writes_an_id_the_request_did_not_name(tmp_path) -> Non
     assert same.text == free.text
     assert "tiny_teacher" not in other.text
     assert set(re.findall(r'(?:dag_id|task_id)\s*=\s*"([^"]*)"', other.text)) <= set(wanted)
+
+
+def test_an_id_already_written_is_not_offered_again_until_all_are_used(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("load_sales", "sales_daily"))
+    first = 'a = X(task_id="load_sales")\nb = X(task_id="'
+    kind, allowed = c.allowed(first)
+    assert set(allowed.tolist()) == tok("s", "sales")  # only the unused id's start
+    assert c.violates(first[:-1], '"load') and not c.violates(first[:-1], '"')
+    both = 'a = X(task_id="load_sales")\nb = X(task_id="sales_daily")\nc = X(task_id="'
+    kind, allowed = c.allowed(both)  # every id used: any of them again, rather than an invented one
+    assert set(allowed.tolist()) == tok("l", "load", "load_", "s", "sales")
+
+
+def test_each_place_takes_the_ids_of_its_role(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("dag:sales_daily", "task:load_sales"))
+    assert set(c.allowed('with DAG(dag_id="')[1].tolist()) == tok("s", "sales")
+    assert set(c.allowed('X(task_id="')[1].tolist()) == tok("l", "load", "load_")
+    assert c.violates("X(task_id=", '"sales_daily"') and not c.violates("DAG(dag_id=", '"sales_daily"')
+    # a role the request named nothing for takes any id
+    assert set(c.allowed('TaskGroup("')[1].tolist()) == tok("l", "load", "load_", "s", "sales")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from airflow_net.serve.copy_ids import request_identifiers
+from airflow_net.serve.copy_ids import request_id_roles
 from airflow_net.serve.engine import Completion, Engine, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def chat_many(
     prompts = [engine.render_chat(m) for m in conversations]
     room = [max(1, min(max_tokens, engine.n_ctx - len(engine.tokenize(p)))) for p in prompts]
     # copy_ids: the answer's id strings come from the identifiers the request (its last user turn) names
-    ids = [request_identifiers(_last_user(m)) if copy_ids else () for m in conversations]
+    ids = [request_id_roles(_last_user(m)) if copy_ids else () for m in conversations]
     params = [SamplingParams(max_tokens=r, temperature=temperature, top_p=top_p, seed=seed, copy_ids=i)
               for r, i in zip(room, ids, strict=True)]
     return [_row(c) for c in engine.generate_many(prompts, params, progress=progress)]
