@@ -90,8 +90,13 @@ def check_imports(facts: names_mod.NameAnalyzer, airflow: int, index: ApiIndex) 
                 out.append(make_finding("DC104", line, col, f"{what}: {st.detail or path} was removed in Airflow 3",
                                         hint))
             elif st.status == "deprecated":
-                out.append(make_finding("DC105", line, col, f"{what} is deprecated in Airflow {airflow}; "
-                                        f"it moved to {st.new_path}", f"Use `{import_stmt(st.new_path)}`"))
+                if st.new_path:
+                    msg, hint = f"it moved to {st.new_path}", f"Use `{import_stmt(st.new_path)}`"
+                else:
+                    msg, hint = "it still loads through a compatibility shim", None
+                out.append(make_finding("DC105", line, col, f"{what} is deprecated in Airflow {airflow}; {msg}", hint))
+            elif st.status == "uncovered":
+                out.append(make_finding("DC107", line, col, f"{what}: not checked ({st.detail})"))
             elif st.status == "unknown-module":
                 # The name's home in this version beats a similar module name (`airflow.sdk` in Airflow 2).
                 sugg = index.suggest(name, airflow) if name else None
