@@ -69,8 +69,14 @@ _RULES = [
     Rule("DC308", "invalid-dependency", ERROR, "static",
          "A dependency Python or Airflow rejects, such as `[a, b] >> [c, d]` (list >> list).",
          "Use chain() or cross_downstream() for list-to-list dependencies."),
-    Rule("DC401", "invalid-schedule", ERROR, "static", "A cron expression or preset that Airflow cannot parse.",
+    Rule("DC401", "invalid-schedule", ERROR, "static",
+         "A cron expression or preset that Airflow cannot parse, given as schedule= or to a cron timetable "
+         "(CronTriggerTimetable, CronDataIntervalTimetable, MultipleCronTriggerTimetable, ...).",
          "Use five cron fields ('0 6 * * *') or a preset (@daily, @hourly, @weekly, @monthly, @once...)."),
+    Rule("DC403", "invalid-asset", ERROR, "static",
+         "An Asset (Dataset in Airflow 2) whose name or URI Airflow rejects: empty, only whitespace, the reserved "
+         "'airflow' scheme, a reserved name ('self', 'context'), too long, or (Airflow 2) not ASCII.",
+         "Give the asset a non-empty name or URI, such as Asset('s3://bucket/key') or Asset(name='orders')."),
     Rule("DC402", "unknown-connection", ERROR, "static", "A conn_id outside the declared set of connections.",
          "Use one of the declared connection ids."),
     Rule("DC999", "internal-error", ERROR, "static",
