@@ -219,6 +219,13 @@ class ApiIndex:
             # The same class re-exported under another module: look it up by its canonical path.
             alias = self.data.get("versions", {}).get(str(airflow), {}).get("aliases", {}).get(path)
             info = classes.get(alias) if alias else None
+        if info is None and "." in path:
+            # A deprecated path that still loads (`airflow.operators.empty.EmptyOperator` in Airflow 3) builds
+            # the class it points to: judge the arguments against that one.
+            mod, _, name = path.rpartition(".")
+            st = self.check(mod, name, airflow)
+            if st.status == "deprecated" and st.new_path and st.new_path != path:
+                return self.class_info(st.new_path, airflow)
         return info
 
     def suggest(self, name: str, airflow: int) -> str | None:

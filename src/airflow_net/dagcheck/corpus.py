@@ -31,11 +31,14 @@ NOT_DAGS = ("/libs/", "/plugins/", "/subdags/", "/sql/", "__init__.py")
 
 # Each mutation and the code the validator must report for it; removed-import differs per version.
 MUTATIONS = ("syntax-error", "missing-import", "undefined-name", "unknown-kwarg", "cycle", "duplicate-task-id",
-             "xcom-missing-task", "invalid-cron", "task-outside-dag", "removed-import")
+             "xcom-missing-task", "invalid-cron", "task-outside-dag", "removed-import", "timetable-cron",
+             "invalid-asset", "deprecated-import")
 EXPECTED = {
     "syntax-error": "DC001", "missing-import": "DC102", "undefined-name": "DC101", "unknown-kwarg": "DC201",
     "cycle": "DC302", "duplicate-task-id": "DC301", "xcom-missing-task": "DC303", "invalid-cron": "DC401",
-    "task-outside-dag": "DC304", "removed-import": "DC104",
+    "task-outside-dag": "DC304", "removed-import": "DC104", "timetable-cron": "DC401", "invalid-asset": "DC403",
+    # Not a defect: a deprecated path the target still loads. It must give its warning, and no error.
+    "deprecated-import": "DC105",
 }
 
 
@@ -309,9 +312,47 @@ def _m_removed_import(src: str, airflow: int) -> str | None:
     return _insert_after_imports(src, line)
 
 
+def _replace_schedule(src: str, expr: str, import_line: str) -> str | None:
+    """Put `expr` in place of the first DAG's one-line schedule argument, and import what it needs."""
+    tree = ast.parse(src)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("DAG", "dag"):
+            for k in node.keywords:
+                if k.arg in ("schedule", "schedule_interval") and k.value.lineno == k.value.end_lineno:
+                    v = k.value
+                    lines = _lines(src)
+                    line = lines[v.lineno - 1]
+                    lines[v.lineno - 1] = line[:v.col_offset] + expr + line[v.end_col_offset:]
+                    return _insert_after_imports("".join(lines), import_line)
+    return None
+
+
+def _m_timetable_cron(src: str, airflow: int) -> str | None:
+    """Schedule through a cron timetable with an impossible month (13): the DagBag rejects the timetable."""
+    path = "airflow.sdk" if airflow == 3 else "airflow.timetables.trigger"
+    return _replace_schedule(src, '_CronTT("0 0 1 13 *", timezone="UTC")',
+                             f"from {path} import CronTriggerTimetable as _CronTT\n")
+
+
+def _m_invalid_asset(src: str, airflow: int) -> str | None:
+    """Schedule on an asset (dataset in Airflow 2) with the reserved 'airflow' URI scheme."""
+    line = ("from airflow.sdk import Asset as _Asset\n" if airflow == 3
+            else "from airflow.datasets import Dataset as _Asset\n")
+    return _replace_schedule(src, '[_Asset("airflow://reserved/asset")]', line)
+
+
+def _m_deprecated_import(src: str, airflow: int) -> str | None:
+    """Import a name through a deprecated path that the target Airflow still loads (a compatibility shim in
+    3, a deprecated module in 2.10)."""
+    line = ("from airflow.models.dag import DAG as _ShimDAG\n" if airflow == 3
+            else "from airflow.operators.dummy import DummyOperator as _ShimOperator\n")
+    return _insert_after_imports(src, line)
+
+
 _MUTATORS = {
     "syntax-error": _m_syntax, "missing-import": _m_missing_import, "undefined-name": _m_undefined_name,
     "unknown-kwarg": _m_unknown_kwarg, "cycle": _m_cycle, "duplicate-task-id": _m_duplicate,
     "xcom-missing-task": _m_xcom, "invalid-cron": _m_cron, "task-outside-dag": _m_orphan,
-    "removed-import": _m_removed_import,
+    "removed-import": _m_removed_import, "timetable-cron": _m_timetable_cron, "invalid-asset": _m_invalid_asset,
+    "deprecated-import": _m_deprecated_import,
 }
