@@ -2,7 +2,7 @@
 
 Ruff reads the code; it never imports it. Its codes are kept as they are (AIR001, AIR301, ...), with the
 rule's name and fix message. Severity: AIR301/AIR302 ("removed in Airflow 3") is an error when the target is
-Airflow 3 and the flagged path does not load there (checked against the API index, whose removals were probed
+Airflow 3 and the flagged import path does not load there (checked against the API index, whose removals were probed
 in the real Airflow 3 environment): ruff also flags paths that Airflow 3 still imports through compatibility
 shims, and those load, so they are warnings. Everything else (and everything when the target is Airflow 2) is
 advice, a warning.
@@ -31,13 +31,19 @@ _PATH_RE = re.compile(r"`(airflow(?:\.[A-Za-z_][A-Za-z0-9_]*)+)`")
 
 
 def _still_loads(message: str, airflow: int) -> bool:
-    """The first `airflow.x.y` path in a ruff message still imports in this Airflow (deprecated or fine).
-    When the message names no path, or the path is unknown, ruff's verdict stands."""
+    """The rule's target does not stop the loader: the first `airflow.x.y` path in a ruff message still
+    imports in this Airflow (deprecated or fine), or the message names no import path at all (a context key
+    such as `execution_date`, a method: those fail when a task runs, if ever, not when the DagBag parses the
+    file; measured on Apache's example DAGs, which Airflow 3 loads with them), except a removed DAG argument."""
     from airflow_net.dagcheck.api import ApiIndex
 
     m = _PATH_RE.search(message)
     if not m:
-        return False
+        # A DAG argument that Airflow 3 removed (`schedule_interval=`) does stop the loader (TypeError).
+        from airflow_net.dagcheck.static import DAG_ARGS_REMOVED_IN_3
+
+        name = re.match(r"`(\w+)`", message)
+        return not (name and name.group(1) in DAG_ARGS_REMOVED_IN_3)
     mod, _, name = m.group(1).rpartition(".")
     index = ApiIndex.load()
     st = index.check(mod, name, airflow)
