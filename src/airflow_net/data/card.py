@@ -91,8 +91,9 @@ def corpus_card(
 
 
 def _warning_rows(stats: dict[str, Any]) -> list[dict[str, Any]]:
-    """How many DAGs that passed validation carried each dagcheck warning (stats' `warning_<code>` counts),
-    with the rule's name and whether it marks deprecated Airflow API."""
+    """How many DAGs that passed validation carried each dagcheck warning (stats' `warning_<code>` counts,
+    taken when the validator runs: before the near-duplicate filter and the sampling by weights), with the
+    rule's name and whether it marks deprecated Airflow API."""
     from airflow_net.dagcheck.findings import DEPRECATION_CODES, RULES
 
     rows = []
@@ -188,7 +189,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += ["", "## Licences", ""]
         lines += _table([{"license": k, "items": v} for k, v in card["licenses"].items()], ["license", "items"])
     if card.get("warnings"):
-        lines += ["", "## Validator warnings on kept DAGs (Airflow loads them; counted per file)", ""]
+        lines += ["", "## Validator warnings (DAGs that passed validation, before near-dedupe and sampling; "
+                  "Airflow loads them)", ""]
         lines += _table(card["warnings"], ["code", "name", "files", "deprecated_api", "what"])
     if card.get("airflow_versions"):
         lines += ["", "## Airflow versions", ""]

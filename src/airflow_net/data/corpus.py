@@ -52,7 +52,7 @@ def validate_records(records: list[dict[str, Any]], stats: Counter) -> list[dict
         report = check_source(rec["source"], filename=f"{rec['uid']}.py", airflow=int(rec.get("airflow") or 3))
         if report.ok:
             kept.append(rec)
-            # Warnings do not drop a DAG (Airflow loads it); the card says how many kept files each touched.
+            # Warnings do not drop a DAG (Airflow loads it); the card says how many valid files each touched.
             for code in sorted({f.code for f in report.findings if f.severity == "warning"}):
                 stats[f"warning_{code}"] += 1
         else:
