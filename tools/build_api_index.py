@@ -13,8 +13,11 @@ there, and records:
     arguments included; which are required; whether unknown keyword arguments are accepted);
   - deprecated paths (those that warn on import) with the path they point to;
   - the top-level modules importable in the environment (third-party packages that come with Airflow).
-Then it derives the Airflow 3 removals (paths importable in 2.10 but not in 3) with the new path as hint,
-and writes src/airflow_net/dagcheck/data/airflow_api.json.gz (a few hundred KB).
+Then it derives the candidate Airflow 3 removals (paths importable in 2.10 that the Airflow 3 walk does not
+list), imports each of them in the real Airflow 3 environment (`import a.b`, else `from a import b`), and keeps
+as removed only those that fail: the ones that still resolve, through compatibility shims, go to `shims` (with
+the warning they raise) and to the deprecated paths, so dagcheck calls them warnings, as the loader does.
+It writes src/airflow_net/dagcheck/data/airflow_api.json.gz (a few hundred KB).
 """
 
 from __future__ import annotations
