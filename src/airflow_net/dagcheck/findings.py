@@ -71,7 +71,7 @@ _RULES = [
          "Use chain() or cross_downstream() for list-to-list dependencies."),
     Rule("DC401", "invalid-schedule", ERROR, "static",
          "A cron expression or preset that Airflow cannot parse, given as schedule= or to a cron timetable "
-         "(CronTriggerTimetable, CronDataIntervalTimetable, MultipleCronTriggerTimetable, ...).",
+         "(CronTriggerTimetable, CronDataIntervalTimetable, CronPartitionTimetable).",
          "Use five cron fields ('0 6 * * *') or a preset (@daily, @hourly, @weekly, @monthly, @once...)."),
     Rule("DC403", "invalid-asset", ERROR, "static",
          "An Asset (Dataset in Airflow 2) whose name or URI Airflow rejects: empty, only whitespace, the reserved "
