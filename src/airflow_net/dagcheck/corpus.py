@@ -21,10 +21,13 @@ from airflow_net.utils import UserError
 
 log = logging.getLogger(__name__)
 
-# The wheels whose example DAGs form the corpus: Airflow 2.10 (one wheel), Airflow 3 (core + standard provider).
+# The wheels whose example DAGs form the corpus: Airflow 2.10 and 3 core, and each provider wheel of the
+# ground-truth environments (tools/airflow_env.sh) that ships example DAGs, at the version installed there:
+# standard (1.9.2 with Airflow 2.10, 1.21.0 with 3) and common-sql (2.4.0 with 3; 1.29.0 ships none).
 WHEELS = {
-    2: ["apache-airflow==2.10.5"],
-    3: ["apache-airflow-core==3.3.2", "apache-airflow-providers-standard==1.21.0"],
+    2: ["apache-airflow==2.10.5", "apache-airflow-providers-standard==1.9.2"],
+    3: ["apache-airflow-core==3.3.2", "apache-airflow-providers-standard==1.21.0",
+        "apache-airflow-providers-common-sql==2.4.0"],
 }
 # Folders of helpers (not DAG files) inside example_dags/.
 NOT_DAGS = ("/libs/", "/plugins/", "/subdags/", "/sql/", "__init__.py")
@@ -83,13 +86,20 @@ def fetch_wheels(cache: str | Path) -> dict[int, list[Path]]:
 def example_dags(wheels: dict[int, list[Path]]) -> list[Example]:
     """The example DAG files inside the wheels (helpers excluded), sorted by name."""
     out = []
+    seen: set[str] = set()
     for major, paths in sorted(wheels.items()):
         for whl in paths:
             with zipfile.ZipFile(whl) as z:
                 for info in z.infolist():
                     n = info.filename
-                    if "/example_dags/" in n and n.endswith(".py") and not any(s in n for s in NOT_DAGS):
-                        out.append(Example(f"{major}/{Path(n).name}", z.read(n).decode("utf-8"), major))
+                    # helpers are judged by their place under example_dags/ (common/sql/ itself is no helper)
+                    inner = "/" + n.split("/example_dags/", 1)[-1]
+                    if "/example_dags/" in n and n.endswith(".py") and not any(s in inner for s in NOT_DAGS):
+                        name = f"{major}/{Path(n).name}"
+                        if name in seen:  # the same file name in two wheels: say which package it came from
+                            name = f"{major}/{whl.name.split('-')[0]}-{whl.name.split('-')[1]}/{Path(n).name}"
+                        seen.add(name)
+                        out.append(Example(name, z.read(n).decode("utf-8"), major))
     return sorted(out, key=lambda e: e.name)
 
 
