@@ -59,5 +59,7 @@ def test_static_verdicts_agree_with_dagbag_in_every_cell(sample):
     # every mutation kind is in the sample, for both versions
     assert {r.mutation for r in rows if r.mutation} == set(MUTATIONS)
     # deprecated paths that still load are warnings that mark deprecated API, never errors
+    # (the example itself may fail for another reason: then both verdicts say so)
     shimmed = [r for r in rows if r.mutation == "deprecated-import" and r.written_for == r.airflow]
-    assert shimmed and all(r.static_ok and r.airflow_ok and "DC105" in r.static_codes for r in shimmed), detail
+    assert shimmed and all(r.agree and "DC105" in r.static_codes for r in shimmed), detail
+    assert sum(r.static_ok and r.airflow_ok for r in shimmed) >= len(shimmed) // 2, detail
