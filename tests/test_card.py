@@ -53,3 +53,23 @@ def test_instruct_card_has_cost_and_attribution(tmp_path):
     assert c["lengths"]["instruction_words"]["max"] == 4 and c["lengths"]["dag_chars"]["count"] == 2
     md, _ = card.write_data_card(tmp_path, c)
     assert "- **usd**: 0.0123" in md.read_text() and "invalid_answer" in md.read_text()
+
+
+def test_corpus_card_counts_the_files_each_warning_touched(tmp_path):
+    """With the real validator: a DAG on a deprecated path that Airflow 3 still loads is kept, and the card
+    says how many kept files carried that warning (and that it marks deprecated API)."""
+    root = tmp_path / "dags"
+    root.mkdir()
+    for i in range(3):
+        src = dag_source(i)
+        if i < 2:  # the Airflow-2 path of DAG, loaded in Airflow 3 through a compatibility shim
+            src = src.replace("from airflow.sdk import DAG", "from airflow.models.dag import DAG")
+        (root / f"d{i}.py").write_text(src)
+    params = CorpusParams(sources=[CorpusSourceParams(kind="dir", path=str(root), license="MIT", name="team")],
+                          near_dup_threshold=1.0)
+    records, stats = build_corpus(params, seed=0)
+    assert len(records) == 3  # warnings never drop a DAG
+    c = card.corpus_card(records, stats, params=params.model_dump())
+    [row] = [w for w in c["warnings"] if w["code"] == "DC105"]
+    assert row["files"] == 2 and row["deprecated_api"] is True and row["name"] == "deprecated-import"
+    assert "| DC105 | deprecated-import | 2 | True |" in card.render_markdown(c)

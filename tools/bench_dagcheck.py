@@ -3,7 +3,9 @@
 and their mutants, one defect each).
 
     python tools/bench_dagcheck.py speed        # static tiers, files/s on one core (+ DagBag ratio if the env exists)
-    python tools/bench_dagcheck.py agreement    # static vs DagBag verdicts, per mutation kind (needs `make airflow-env`)
+    python tools/bench_dagcheck.py agreement    # static vs DagBag verdicts (needs `make airflow-env`): every file
+                                                # judged as Airflow 2 and 3; per (written for, judged as) cell,
+                                                # mutation kind and finding code; false alarms and misses by file
     python tools/bench_dagcheck.py all
 
 The wheels are downloaded once into .cache/dagcheck/wheels (pip download, ~21 MB).
@@ -110,13 +112,13 @@ def run_agreement(files: list) -> dict:
     missing = [m for m in (2, 3) if not env_available(m)]
     if missing:
         raise SystemExit(f"no Airflow environment for {missing}: run `make airflow-env` first")
-    rows, timing = agreement.run(files)
+    rows, timing = agreement.run(files, judge_as="both")
     print(agreement.table(rows))
     bad = [r for r in rows if not r.agree or not r.detected]
     if bad:
         print("\nfiles where the verdicts differ or the expected code is missing:")
         for r in bad:
-            print(f"  {r.name}: static={'ok' if r.static_ok else 'fail'} {r.static_codes} "
+            print(f"  {r.cell} {r.name}: static={'ok' if r.static_ok else 'fail'} {r.static_codes} "
                   f"airflow={'ok' if r.airflow_ok else 'fail'} {r.airflow_codes} {r.airflow_message[:200]}")
     m = agreement.metrics(rows)
     m["timing_s"] = {k: round(v, 2) for k, v in timing.items()}

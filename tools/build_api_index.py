@@ -13,8 +13,11 @@ there, and records:
     arguments included; which are required; whether unknown keyword arguments are accepted);
   - deprecated paths (those that warn on import) with the path they point to;
   - the top-level modules importable in the environment (third-party packages that come with Airflow).
-Then it derives the Airflow 3 removals (paths importable in 2.10 but not in 3) with the new path as hint,
-and writes src/airflow_net/dagcheck/data/airflow_api.json.gz (a few hundred KB).
+Then it derives the candidate Airflow 3 removals (paths importable in 2.10 that the Airflow 3 walk does not
+list), imports each of them in the real Airflow 3 environment (`import a.b`, else `from a import b`), and keeps
+as removed only those that fail: the ones that still resolve, through compatibility shims, go to `shims` (with
+the warning they raise) and to the deprecated paths, so dagcheck calls them warnings, as the loader does.
+It writes src/airflow_net/dagcheck/data/airflow_api.json.gz (a few hundred KB).
 """
 
 from __future__ import annotations
@@ -208,7 +211,8 @@ for package, imports in captured:
                 if n not in names[full]:
                     names[full].append(n)
 
-top = sorted({i.name for i in pkgutil.iter_modules() if not i.name.startswith("_")})
+# sys.path[0] is this script's temporary folder: whatever else lies there is not part of the environment.
+top = sorted({i.name for i in pkgutil.iter_modules(sys.path[1:]) if not i.name.startswith("_")})
 providers = {}
 try:
     from importlib.metadata import distributions
@@ -224,13 +228,67 @@ print(json.dumps({"airflow_version": airflow.__version__, "packages": providers,
 '''
 
 
+# Runs inside an Airflow virtualenv: reads dotted paths (one a line) on stdin and imports each the way a DAG file
+# would (`import a.b` for a module, else `from a import b`), recording whether it resolves and which warning
+# it raises. This is what decides "removed" (the loader fails) from "deprecated" (a compatibility shim loads
+# it, with a warning): the module walk above cannot see shims that live in a package's __getattr__.
+PROBE = r'''
+import importlib, json, sys, warnings, io, contextlib, logging
+logging.disable(logging.CRITICAL)
+out = {}
+for path in sys.stdin.read().split():
+    res = {"ok": False, "warning": "", "message": ""}
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                try:
+                    importlib.import_module(path)
+                except ImportError:
+                    mod, _, name = path.rpartition(".")
+                    if not mod:
+                        raise
+                    getattr(importlib.import_module(mod), name)
+            res["ok"] = True
+        except BaseException as e:
+            res["message"] = f"{type(e).__name__}: {e}"[:200]
+    for warning in w:
+        text = str(warning.message)
+        if "deprecat" in warning.category.__name__.lower() or "deprecat" in text.lower() or "moved" in text.lower():
+            res["warning"] = warning.category.__name__
+            if res["ok"]:
+                res["message"] = text[:300]
+            break
+    out[path] = res
+print(json.dumps(out))
+'''
+
+
+def _airflow_env() -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+
+
+def probe(python: Path, paths: list[str]) -> dict[str, dict]:
+    """{path: {ok, warning, message}}: what importing each path does in that Airflow environment."""
+    with tempfile.TemporaryDirectory(prefix="dagcheck-index-home-") as home:
+        script = Path(home) / "probe.py"
+        script.write_text(PROBE)
+        env = {**_airflow_env(), "HOME": home, "AIRFLOW_HOME": home}
+        proc = subprocess.run([str(python.absolute()), "-B", str(script)], input="\n".join(sorted(paths)),
+                              capture_output=True, text=True, env=env, cwd=home, timeout=1800)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"import probe failed in {python}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def introspect(python: Path) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(INTROSPECT)
         script = f.name
     with tempfile.TemporaryDirectory(prefix="dagcheck-index-home-") as home:
-        env = {"PATH": "/usr/bin:/bin", "HOME": home, "AIRFLOW_HOME": home, "LANG": "C.UTF-8",
-               "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+        env = {**_airflow_env(), "HOME": home, "AIRFLOW_HOME": home}
         proc = subprocess.run([str(python.absolute()), "-B", script], capture_output=True, text=True, env=env, cwd=home,
                               timeout=1800)
     Path(script).unlink(missing_ok=True)
@@ -300,9 +358,23 @@ def main() -> None:
                  len(facts["deprecated"]), len(facts["failed"]))
         data["versions"][major] = facts
     v2, v3 = data["versions"]["2"], data["versions"]["3"]
-    data["removed"] = removals(v2, v3)
+    removed = removals(v2, v3)
     # Deprecated-but-working paths matter for the Airflow 3 target; Airflow 2's own deprecations stay per version.
     data["deprecated"] = v3.pop("deprecated")
+    # The verdict is the loader's: a path that Airflow 3 still imports (through a compatibility shim) is not
+    # removed, whatever the module walk saw. Probe every candidate in the real Airflow 3 environment.
+    log.info("probing %d candidate removals in Airflow 3", len(removed))
+    probed = probe(envs / "3" / "bin" / "python", list(removed))
+    shims: dict[str, dict] = {}
+    for path, res in probed.items():
+        if res["ok"]:
+            new = removed.pop(path)
+            shims[path] = {"warning": res["warning"], "message": res["message"]}
+            data["deprecated"].setdefault(path, new)
+    data["removed"] = removed
+    data["shims"] = shims  # old path -> the warning Airflow 3 gives on import ("" when none)
+    log.info("  %d of them still import in Airflow 3 (%d with a warning): deprecated, not removed", len(shims),
+             sum(1 for v in shims.values() if v["warning"]))
     data["deprecated_2"] = v2.pop("deprecated")
     for v in (v2, v3):
         v.pop("failed", None)

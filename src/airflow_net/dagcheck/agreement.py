@@ -2,7 +2,14 @@
 
 Verdicts compared: "static" = no error from the parse, static and lint tiers; "airflow" = no error from
 the airflow tier. Reported: overall agreement, false alarms (static fails a file that Airflow loads
-cleanly) and misses, per mutation kind, and whether each mutation got its own expected code.
+cleanly) and misses, per mutation kind, per (written for, judged as) cell and per finding code, and
+whether each mutation got its own expected code.
+
+Cross-version: with `judge_as="both"` every file is judged under `--airflow 2` and `--airflow 3`, each
+against that version's real DagBag, since people run Airflow-2-style files on Airflow 3 (and the reverse).
+A file whose only static concern is an import the index does not cover (DC107) and that the DagBag fails
+only because that module is not installed in the ground-truth environment says nothing about dagcheck:
+such rows are "unchecked", counted apart and left out of the agreement.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ STATIC_TIERS = ("parse", "static", "lint")
 @dataclass
 class Row:
     name: str
-    airflow: int
+    airflow: int  # judged as (the target Airflow of both verdicts)
     mutation: str | None
     expected: str | None
     static_ok: bool
@@ -33,6 +40,15 @@ class Row:
     static_codes: list[str] = field(default_factory=list)
     airflow_codes: list[str] = field(default_factory=list)
     airflow_message: str = ""
+    written_for: int = 0  # the Airflow version the file was written for (0: same as `airflow`)
+    unchecked: bool = False  # see the module docstring
+
+    def __post_init__(self) -> None:
+        self.written_for = self.written_for or self.airflow
+
+    @property
+    def cell(self) -> str:
+        return f"{self.written_for}->{self.airflow}"
 
     @property
     def agree(self) -> bool:
@@ -40,15 +56,31 @@ class Row:
 
     @property
     def detected(self) -> bool:
-        return self.expected is None or self.expected in self.static_codes
+        """The mutation's own code is reported (judged in its own version; across versions the file may
+        fail earlier for another reason, which `agree` covers)."""
+        return self.expected is None or self.written_for != self.airflow or self.expected in self.static_codes
 
 
-def run(examples: list[Example], *, lint: bool = True, timeout_s: float = 30.0, memory_mb: int = 1024) -> tuple[list[Row], dict[str, float]]:
-    """Both verdicts for every example; returns the rows and the time each side took (seconds)."""
+def _unchecked(static_codes: list[str], airflow_message: str) -> bool:
+    """The DagBag failed only for want of a module that dagcheck said it could not check: a provider outside
+    the index (DC107) or a package outside a standard Airflow environment (DC106)."""
+    if "ModuleNotFoundError" not in airflow_message:
+        return False
+    return "DC107" in static_codes and "airflow.providers" in airflow_message or (
+        "DC106" in static_codes and "airflow" not in airflow_message.split("ModuleNotFoundError", 1)[1][:80])
+
+
+def run(examples: list[Example], *, lint: bool = True, timeout_s: float = 30.0, memory_mb: int = 1024,
+        judge_as: str = "own") -> tuple[list[Row], dict[str, float]]:
+    """Both verdicts for every example; returns the rows and the time each side took (seconds).
+    judge_as: "own" judges each file as the version it was written for; "both" as Airflow 2 and 3."""
+    if judge_as not in ("own", "both"):
+        raise ValueError(f"judge_as must be 'own' or 'both', got {judge_as!r}")
     rows: list[Row] = []
     timing = {"static_s": 0.0, "airflow_s": 0.0, "lint_s": 0.0}
-    for major in sorted({e.airflow for e in examples}):
-        group = [e for e in examples if e.airflow == major]
+    majors = sorted({e.airflow for e in examples}) if judge_as == "own" else [2, 3]
+    for major in majors:
+        group = [e for e in examples if judge_as == "both" or e.airflow == major]
         t0 = time.perf_counter()
         reports = validate_sources([(e.name, e.source) for e in group], airflow=major, lint=False)
         timing["static_s"] += time.perf_counter() - t0
@@ -65,26 +97,47 @@ def run(examples: list[Example], *, lint: bool = True, timeout_s: float = 30.0, 
             for e, rep in zip(group, reports, strict=True):
                 res = eng.check_source(e.source, e.name.split("/")[-1].split("#")[0])
                 af = res.findings()
+                message = "; ".join(f"{f.code}: {f.message[:160]}" for f in af[:2])
                 rows.append(Row(
                     name=e.name, airflow=major, mutation=e.mutation, expected=e.expected,
                     static_ok=rep.tier_ok(STATIC_TIERS), airflow_ok=not any(f.severity == "error" for f in af),
                     static_codes=rep.codes(), airflow_codes=sorted({f.code for f in af}),
-                    airflow_message="; ".join(f"{f.code}: {f.message[:160]}" for f in af[:2])))
+                    airflow_message=message, written_for=e.airflow, unchecked=_unchecked(rep.codes(), message)))
         timing["airflow_s"] += time.perf_counter() - t0
     return rows, timing
 
 
 def metrics(rows: list[Row]) -> dict[str, Any]:
+    unchecked = [r for r in rows if r.unchecked]
+    rows = [r for r in rows if not r.unchecked]
     clean = [r for r in rows if r.mutation is None]
     clean_loaded = [r for r in clean if r.airflow_ok]
     mutants = [r for r in rows if r.mutation is not None]
     kinds: dict[str, dict[str, Any]] = defaultdict(lambda: {"n": 0, "agree": 0, "detected": 0, "airflow_fails": 0})
+    cells: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"n": 0, "agree": 0, "false_alarms": [], "misses": [], "false_alarms_on_loaded_examples": 0})
+    # Per finding code: files where static reported it and how its verdict fared against the DagBag.
+    codes: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "false_alarm": 0, "agree": 0})
     for r in rows:
-        k = kinds[f"{r.airflow}:{r.mutation or 'unmodified'}"]
+        k = kinds[f"{r.cell}:{r.mutation or 'unmodified'}"]
         k["n"] += 1
         k["agree"] += r.agree
         k["detected"] += r.detected
         k["airflow_fails"] += not r.airflow_ok
+        c = cells[r.cell]
+        c["n"] += 1
+        c["agree"] += r.agree
+        if not r.static_ok and r.airflow_ok:
+            c["false_alarms"].append(r.name)
+            c["false_alarms_on_loaded_examples"] += r.mutation is None
+        if r.static_ok and not r.airflow_ok:
+            c["misses"].append(r.name)
+        for code in r.static_codes:
+            codes[code]["files"] += 1
+            codes[code]["agree"] += r.agree
+            codes[code]["false_alarm"] += (not r.static_ok) and r.airflow_ok
+    for c in cells.values():
+        c["agreement"] = c["agree"] / c["n"] if c["n"] else 0.0
     return {
         "files": len(rows),
         "agreement": sum(r.agree for r in rows) / len(rows) if rows else 0.0,
@@ -96,16 +149,33 @@ def metrics(rows: list[Row]) -> dict[str, Any]:
         "false_alarms": sum((not r.static_ok) and r.airflow_ok for r in rows),
         "misses": sum(r.static_ok and not r.airflow_ok for r in rows),
         "by_kind": dict(sorted(kinds.items())),
+        "by_cell": dict(sorted(cells.items())),
+        "by_code": dict(sorted(codes.items())),
+        "unchecked": len(unchecked),
+        "min_cell_agreement": min((c["agreement"] for c in cells.values()), default=0.0),
     }
 
 
 def table(rows: list[Row]) -> str:
     m = metrics(rows)
-    out = ["| Airflow | mutation | files | agree | expected code | DagBag fails |", "|---|---|---:|---:|---:|---:|"]
+    out = ["| written for -> judged as | mutation | files | agree | expected code | DagBag fails |",
+           "|---|---|---:|---:|---:|---:|"]
     for key, k in m["by_kind"].items():
-        major, kind = key.split(":", 1)
-        out.append(f"| {major} | {kind} | {k['n']} | {k['agree']}/{k['n']} | {k['detected']}/{k['n']} | {k['airflow_fails']} |")
+        cell, kind = key.split(":", 1)
+        out.append(f"| {cell} | {kind} | {k['n']} | {k['agree']}/{k['n']} | {k['detected']}/{k['n']} | {k['airflow_fails']} |")
+    out += ["", "| written for -> judged as | files | agreement | false alarms | misses |", "|---|---:|---:|---:|---:|"]
+    for cell, c in m["by_cell"].items():
+        out.append(f"| {cell} | {c['n']} | {c['agreement']:.2%} | {len(c['false_alarms'])} | {len(c['misses'])} |")
+    out += ["", "| code | files | verdict agrees | false alarm |", "|---|---:|---:|---:|"]
+    for code, c in m["by_code"].items():
+        out.append(f"| {code} | {c['files']} | {c['agree']} | {c['false_alarm']} |")
     out.append("")
+    for cell, c in m["by_cell"].items():
+        for what in ("false_alarms", "misses"):
+            if c[what]:
+                out.append(f"{cell} {what.replace('_', ' ')}: {', '.join(c[what])}")
+    if m["unchecked"]:
+        out.append(f"unchecked (DC107 import of a provider missing from the ground-truth environment): {m['unchecked']}")
     out.append(f"agreement {m['agreement']:.2%} on {m['files']} files ({m['examples']} examples, {m['mutants']} mutants); "
                f"false alarms on the {m['loaded_examples']} examples DagBag loads: {m['false_alarms_on_loaded_examples']}; "
                f"all false alarms {m['false_alarms']}, misses {m['misses']}; "

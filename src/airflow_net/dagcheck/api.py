@@ -94,7 +94,7 @@ _BUILTIN: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ImportStatus:
-    status: str  # ok | unknown-module | unknown-name | removed | deprecated | unchecked
+    status: str  # ok | unknown-module | unknown-name | removed | deprecated | unchecked | uncovered
     new_path: str | None = None
     detail: str = ""
 
@@ -112,6 +112,12 @@ class ApiIndex:
         self._classes: dict[str, dict[str, Any]] = {v: d.get("classes", {}) for v, d in data.get("versions", {}).items()}
         self._by_name: dict[str, dict[str, str]] = {}
         self._checked: dict[tuple[str, str | None, int], ImportStatus] = {}
+        # Old paths that Airflow 3's loader still imports through a compatibility shim (probed in the real
+        # environment by the index builder), with the warning it gives.
+        self.shims: dict[str, dict[str, str]] = data.get("shims", {})
+        # The provider namespaces the index covers completely: those installed when it was built.
+        self._providers = {v: {_provider_namespace(p) for p in d.get("packages", {}) if p.startswith(_PROVIDER_DIST)}
+                           for v, d in data.get("versions", {}).items()}
 
     @classmethod
     @functools.cache
@@ -174,6 +180,19 @@ class ApiIndex:
         path = f"{module}.{name}" if name else module
         mods = self.modules(airflow)
         in_module = module in mods and (name is None or name in mods[module] or f"{module}.{name}" in mods)
+        if airflow >= 3 and (path in self.shims or (name is None and module in self.shims)):
+            # The loader imports it (with a warning or not): deprecated, never an error.
+            dep = self._lookup_moved(self._deprecated.get("3", {}), path) or self._lookup_moved(self.removed, path)
+            return ImportStatus("deprecated", dep[1] if dep else None, path)
+        if self.complete and not in_module and module.startswith("airflow.providers."):
+            covered = self._providers.get(str(airflow), set())
+            if covered and not any(module == ns or module.startswith(ns + ".") for ns in covered):
+                return ImportStatus("uncovered", None, "a provider that the index does not cover")
+            other = self.modules(5 - airflow)
+            if module in other and (name is None or name in other[module]):
+                # The provider had this path in the version installed with the other Airflow: it depends on the
+                # provider's version, which a DAG file does not say.
+                return ImportStatus("uncovered", None, "a provider path that depends on the provider's version")
         if airflow >= 3:
             moved = self._lookup_moved(self.removed, path)
             if moved and not in_module:
@@ -200,6 +219,13 @@ class ApiIndex:
             # The same class re-exported under another module: look it up by its canonical path.
             alias = self.data.get("versions", {}).get(str(airflow), {}).get("aliases", {}).get(path)
             info = classes.get(alias) if alias else None
+        if info is None and "." in path:
+            # A deprecated path that still loads (`airflow.operators.empty.EmptyOperator` in Airflow 3) builds
+            # the class it points to: judge the arguments against that one.
+            mod, _, name = path.rpartition(".")
+            st = self.check(mod, name, airflow)
+            if st.status == "deprecated" and st.new_path and st.new_path != path:
+                return self.class_info(st.new_path, airflow)
         return info
 
     def suggest(self, name: str, airflow: int) -> str | None:
@@ -229,6 +255,14 @@ class ApiIndex:
             self._by_name[key] = {n: mod for n, (_, mod) in best.items()}
         mod = self._by_name[key].get(name)
         return f"from {mod} import {name}" if mod else None
+
+
+_PROVIDER_DIST = "apache-airflow-providers-"
+
+
+def _provider_namespace(dist: str) -> str:
+    """apache-airflow-providers-cncf-kubernetes -> airflow.providers.cncf.kubernetes"""
+    return "airflow.providers." + dist[len(_PROVIDER_DIST):].replace("-", ".")
 
 
 def _path_rank(module: str) -> tuple[int, int, str]:

@@ -15,10 +15,13 @@ ALWAYS_OK = {"task_id", "dag", "task_group"}
 
 def check_operator_args(interp: Interpreter, airflow: int, index: ApiIndex) -> list[Finding]:
     out: list[Finding] = []
+    # A loop, comprehension or helper function runs the same call many times: judge each call site once.
+    seen: set[int] = set()
     for task in interp.tasks:
         ref = task.op_ref
-        if not isinstance(ref, Ref) or task.call is None:
+        if not isinstance(ref, Ref) or task.call is None or id(task.call) in seen:
             continue
+        seen.add(id(task.call))
         info = index.class_info(ref.path, airflow)
         if not info:
             continue

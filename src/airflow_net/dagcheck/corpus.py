@@ -21,21 +21,27 @@ from airflow_net.utils import UserError
 
 log = logging.getLogger(__name__)
 
-# The wheels whose example DAGs form the corpus: Airflow 2.10 (one wheel), Airflow 3 (core + standard provider).
+# The wheels whose example DAGs form the corpus: Airflow 2.10 and 3 core, and each provider wheel of the
+# ground-truth environments (tools/airflow_env.sh) that ships example DAGs, at the version installed there:
+# standard (1.9.2 with Airflow 2.10, 1.21.0 with 3) and common-sql (2.4.0 with 3; 1.29.0 ships none).
 WHEELS = {
-    2: ["apache-airflow==2.10.5"],
-    3: ["apache-airflow-core==3.3.2", "apache-airflow-providers-standard==1.21.0"],
+    2: ["apache-airflow==2.10.5", "apache-airflow-providers-standard==1.9.2"],
+    3: ["apache-airflow-core==3.3.2", "apache-airflow-providers-standard==1.21.0",
+        "apache-airflow-providers-common-sql==2.4.0"],
 }
 # Folders of helpers (not DAG files) inside example_dags/.
 NOT_DAGS = ("/libs/", "/plugins/", "/subdags/", "/sql/", "__init__.py")
 
 # Each mutation and the code the validator must report for it; removed-import differs per version.
 MUTATIONS = ("syntax-error", "missing-import", "undefined-name", "unknown-kwarg", "cycle", "duplicate-task-id",
-             "xcom-missing-task", "invalid-cron", "task-outside-dag", "removed-import")
+             "xcom-missing-task", "invalid-cron", "task-outside-dag", "removed-import", "timetable-cron",
+             "invalid-asset", "deprecated-import")
 EXPECTED = {
     "syntax-error": "DC001", "missing-import": "DC102", "undefined-name": "DC101", "unknown-kwarg": "DC201",
     "cycle": "DC302", "duplicate-task-id": "DC301", "xcom-missing-task": "DC303", "invalid-cron": "DC401",
-    "task-outside-dag": "DC304", "removed-import": "DC104",
+    "task-outside-dag": "DC304", "removed-import": "DC104", "timetable-cron": "DC401", "invalid-asset": "DC403",
+    # Not a defect: a deprecated path the target still loads. It must give its warning, and no error.
+    "deprecated-import": "DC105",
 }
 
 
@@ -80,13 +86,20 @@ def fetch_wheels(cache: str | Path) -> dict[int, list[Path]]:
 def example_dags(wheels: dict[int, list[Path]]) -> list[Example]:
     """The example DAG files inside the wheels (helpers excluded), sorted by name."""
     out = []
+    seen: set[str] = set()
     for major, paths in sorted(wheels.items()):
         for whl in paths:
             with zipfile.ZipFile(whl) as z:
                 for info in z.infolist():
                     n = info.filename
-                    if "/example_dags/" in n and n.endswith(".py") and not any(s in n for s in NOT_DAGS):
-                        out.append(Example(f"{major}/{Path(n).name}", z.read(n).decode("utf-8"), major))
+                    # helpers are judged by their place under example_dags/ (common/sql/ itself is no helper)
+                    inner = "/" + n.split("/example_dags/", 1)[-1]
+                    if "/example_dags/" in n and n.endswith(".py") and not any(s in inner for s in NOT_DAGS):
+                        name = f"{major}/{Path(n).name}"
+                        if name in seen:  # the same file name in two wheels: say which package it came from
+                            name = f"{major}/{whl.name.split('-')[0]}-{whl.name.split('-')[1]}/{Path(n).name}"
+                        seen.add(name)
+                        out.append(Example(name, z.read(n).decode("utf-8"), major))
     return sorted(out, key=lambda e: e.name)
 
 
@@ -309,9 +322,47 @@ def _m_removed_import(src: str, airflow: int) -> str | None:
     return _insert_after_imports(src, line)
 
 
+def _replace_schedule(src: str, expr: str, import_line: str) -> str | None:
+    """Put `expr` in place of the first DAG's one-line schedule argument, and import what it needs."""
+    tree = ast.parse(src)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("DAG", "dag"):
+            for k in node.keywords:
+                if k.arg in ("schedule", "schedule_interval") and k.value.lineno == k.value.end_lineno:
+                    v = k.value
+                    lines = _lines(src)
+                    line = lines[v.lineno - 1]
+                    lines[v.lineno - 1] = line[:v.col_offset] + expr + line[v.end_col_offset:]
+                    return _insert_after_imports("".join(lines), import_line)
+    return None
+
+
+def _m_timetable_cron(src: str, airflow: int) -> str | None:
+    """Schedule through a cron timetable with an impossible month (13): the DagBag rejects the timetable."""
+    path = "airflow.sdk" if airflow == 3 else "airflow.timetables.trigger"
+    return _replace_schedule(src, '_CronTT("0 0 1 13 *", timezone="UTC")',
+                             f"from {path} import CronTriggerTimetable as _CronTT\n")
+
+
+def _m_invalid_asset(src: str, airflow: int) -> str | None:
+    """Schedule on an asset (dataset in Airflow 2) with the reserved 'airflow' URI scheme."""
+    line = ("from airflow.sdk import Asset as _Asset\n" if airflow == 3
+            else "from airflow.datasets import Dataset as _Asset\n")
+    return _replace_schedule(src, '[_Asset("airflow://reserved/asset")]', line)
+
+
+def _m_deprecated_import(src: str, airflow: int) -> str | None:
+    """Import a name through a deprecated path that the target Airflow still loads (a compatibility shim in
+    3, a deprecated module in 2.10)."""
+    line = ("from airflow.models.dag import DAG as _ShimDAG\n" if airflow == 3
+            else "from airflow.operators.dummy import DummyOperator as _ShimOperator\n")
+    return _insert_after_imports(src, line)
+
+
 _MUTATORS = {
     "syntax-error": _m_syntax, "missing-import": _m_missing_import, "undefined-name": _m_undefined_name,
     "unknown-kwarg": _m_unknown_kwarg, "cycle": _m_cycle, "duplicate-task-id": _m_duplicate,
     "xcom-missing-task": _m_xcom, "invalid-cron": _m_cron, "task-outside-dag": _m_orphan,
-    "removed-import": _m_removed_import,
+    "removed-import": _m_removed_import, "timetable-cron": _m_timetable_cron, "invalid-asset": _m_invalid_asset,
+    "deprecated-import": _m_deprecated_import,
 }

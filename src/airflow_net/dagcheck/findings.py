@@ -36,10 +36,15 @@ _RULES = [
     Rule("DC104", "removed-import", ERROR, "static",
          "An import path removed in Airflow 3 (it worked in Airflow 2).", "Import it from the new path in the hint."),
     Rule("DC105", "deprecated-import", WARNING, "static",
-         "An import path that still works but is deprecated; it moved elsewhere.", "Import it from the new path."),
+         "An import path that the target Airflow still loads (a deprecated path or a compatibility shim); it moved "
+         "elsewhere.", "Import it from the new path."),
     Rule("DC106", "missing-package", WARNING, "static",
          "A module that is neither in the standard library nor installed with Airflow and its common providers.",
          "Install the package in the Airflow environment, or avoid the import."),
+    Rule("DC107", "unchecked-import", WARNING, "static",
+         "An `airflow.providers` module outside what the index covers (a provider it does not index, or a path that "
+         "depends on the provider's version): the import was not checked.",
+         "Make sure the provider (at a version that has this path) is installed where the DAG runs."),
     Rule("DC201", "unknown-argument", ERROR, "static",
          "An argument that the operator, sensor or DAG does not accept.", "Remove it or use the argument named in the hint."),
     Rule("DC202", "missing-argument", ERROR, "static",
@@ -64,8 +69,14 @@ _RULES = [
     Rule("DC308", "invalid-dependency", ERROR, "static",
          "A dependency Python or Airflow rejects, such as `[a, b] >> [c, d]` (list >> list).",
          "Use chain() or cross_downstream() for list-to-list dependencies."),
-    Rule("DC401", "invalid-schedule", ERROR, "static", "A cron expression or preset that Airflow cannot parse.",
+    Rule("DC401", "invalid-schedule", ERROR, "static",
+         "A cron expression or preset that Airflow cannot parse, given as schedule= or to a cron timetable "
+         "(CronTriggerTimetable, CronDataIntervalTimetable, CronPartitionTimetable).",
          "Use five cron fields ('0 6 * * *') or a preset (@daily, @hourly, @weekly, @monthly, @once...)."),
+    Rule("DC403", "invalid-asset", ERROR, "static",
+         "An Asset (Dataset in Airflow 2) whose name or URI Airflow rejects: empty, only whitespace, the reserved "
+         "'airflow' scheme, a reserved name ('self', 'context'), too long, or (Airflow 2) not ASCII.",
+         "Give the asset a non-empty name or URI, such as Asset('s3://bucket/key') or Asset(name='orders')."),
     Rule("DC402", "unknown-connection", ERROR, "static", "A conn_id outside the declared set of connections.",
          "Use one of the declared connection ids."),
     Rule("DC999", "internal-error", ERROR, "static",
@@ -87,6 +98,13 @@ _RULES = [
 ]
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}
+
+# The codes that mean "deprecated or moved Airflow API that the target version still loads": DC105 (static
+# tier) and ruff's AIR rules for paths that still work in Airflow 3 (AIR311/AIR312 always; AIR301/AIR302 when
+# the lint tier found that the flagged path still loads, i.e. when the finding's severity is a warning).
+# Count a finding as deprecated-API use when its code is here and its severity is WARNING: an error with one
+# of these codes is a path the loader rejects (invalid, not merely deprecated).
+DEPRECATION_CODES: frozenset[str] = frozenset({"DC105", "AIR301", "AIR302", "AIR311", "AIR312"})
 
 
 @dataclass
@@ -130,6 +148,15 @@ class Report:
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == WARNING]
+
+    @property
+    def deprecated(self) -> bool:
+        """The file uses deprecated or moved Airflow API that the target version still loads."""
+        return any(f.severity == WARNING and f.code in DEPRECATION_CODES for f in self.findings)
 
     def codes(self, tier: str | None = None) -> list[str]:
         return sorted({f.code for f in self.findings if tier is None or f.tier == tier})

@@ -985,24 +985,49 @@ class Interpreter:
             v = self.ev(node.value, env)
             env.vars[node.target.id] = v
             return v
-        if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp, ast.DictComp)):
             return self._comprehension(node, env)
         if isinstance(node, ast.Starred):
             return self.ev(node.value, env)
         if isinstance(node, ast.Await):
             return self.ev(node.value, env)
-        # Lambda, DictComp, Yield, ...: not modelled
+        # Lambda, Yield, ...: not modelled
         return None
 
-    def _comprehension(self, node: ast.ListComp | ast.GeneratorExp | ast.SetComp, env: Env) -> Any:
-        """`[Op(task_id=f"t{i}") for i in range(3)]`: unrolled like a loop (one generator only)."""
+    def _comprehension(self, node: ast.ListComp | ast.GeneratorExp | ast.SetComp | ast.DictComp, env: Env) -> Any:
+        """`[Op(task_id=f"t{i}") for i in range(3)]`: unrolled like a loop (one generator only). Over an
+        iterable that is not known statically the element is still evaluated once, as a `for` body is, so
+        that the operators it builds get their arguments checked; the result is then unknown."""
         if len(node.generators) != 1:
             return None
         gen = node.generators[0]
         it = self.iterate(self.ev(gen.iter, env))
-        if it is None:
-            return None
         local = Env(env)
+        if isinstance(node, ast.DictComp):
+            if it is None:
+                self.assign(gen.target, None, local)
+                self.ev(node.key, local)
+                self.ev(node.value, local)
+                return None
+            d: dict[Any, Any] = {}
+            for value in it[:MAX_LOOP]:
+                self._tick()
+                self.assign(gen.target, value, local)
+                conds = [self.ev(cond, local) for cond in gen.ifs]
+                if any(not isinstance(c, Const) for c in conds):
+                    return None
+                if not all(c.value for c in conds):
+                    continue
+                kv = self.ev(node.key, local)
+                val = self.ev(node.value, local)
+                if not isinstance(kv, Const):
+                    return None
+                d[kv.value] = val
+            return DictV(d, len(it) <= MAX_LOOP)
+        if it is None:
+            self.assign(gen.target, None, local)
+            self.ev(node.elt, local)
+            return None
         out = []
         for value in it[:MAX_LOOP]:
             self._tick()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from airflow_net.dagcheck import names as names_mod
 from airflow_net.dagcheck.api import ApiIndex, missing_import_hint
 from airflow_net.dagcheck.findings import WARNING, Finding, Report, make_finding
-from airflow_net.dagcheck.interp import Dag, Interpreter, Ref, Task
+from airflow_net.dagcheck.interp import Const, Dag, Interpreter, Ref, Task
 
 # Airflow's cron presets (airflow/utils/dates.py); anything else goes to croniter as Airflow does.
 CRON_PRESETS = {
@@ -90,8 +90,13 @@ def check_imports(facts: names_mod.NameAnalyzer, airflow: int, index: ApiIndex) 
                 out.append(make_finding("DC104", line, col, f"{what}: {st.detail or path} was removed in Airflow 3",
                                         hint))
             elif st.status == "deprecated":
-                out.append(make_finding("DC105", line, col, f"{what} is deprecated in Airflow {airflow}; "
-                                        f"it moved to {st.new_path}", f"Use `{import_stmt(st.new_path)}`"))
+                if st.new_path:
+                    msg, hint = f"it moved to {st.new_path}", f"Use `{import_stmt(st.new_path)}`"
+                else:
+                    msg, hint = "it still loads through a compatibility shim", None
+                out.append(make_finding("DC105", line, col, f"{what} is deprecated in Airflow {airflow}; {msg}", hint))
+            elif st.status == "uncovered":
+                out.append(make_finding("DC107", line, col, f"{what}: not checked ({st.detail})"))
             elif st.status == "unknown-module":
                 # The name's home in this version beats a similar module name (`airflow.sdk` in Airflow 2).
                 sugg = index.suggest(name, airflow) if name else None
@@ -260,6 +265,104 @@ def check_schedule(dag: Dag) -> list[Finding]:
     return [make_finding("DC401", line, col, f"schedule {dag.schedule!r} is not a valid cron expression or preset: {err}"[:300])]
 
 
+# Timetables that take a cron expression: class name -> the keyword of the expression. The same names in
+# Airflow 2 (airflow.timetables) and 3 (airflow.sdk); their constructors accept anything, and the DagBag rejects
+# the DAG when it validates the timetable (AirflowTimetableInvalid), which is the error reported here.
+# MultipleCronTriggerTimetable is left out on purpose: Airflow 3.3.2's DagBag loads it with an invalid cron
+# (its validate() checks nothing; measured), so flagging it would be a false alarm against the loader.
+CRON_TIMETABLES = {
+    "CronTriggerTimetable": "expression",
+    "CronDataIntervalTimetable": "expression",
+    "CronPartitionTimetable": "cron",
+}
+ASSET_CLASSES = {"Asset", "Dataset"}
+
+
+def _airflow_callee(node: ast.Call, interp: Interpreter) -> str | None:
+    """The class name a call builds when it comes from an Airflow import (`CronTriggerTimetable(...)`,
+    `timetables.trigger.CronTriggerTimetable(...)`); None for anything else, so a user's own class of the
+    same name is never judged."""
+    func = node.func
+    if isinstance(func, ast.Name):
+        ref = interp.module_env.get(func.id)
+        return ref.name if isinstance(ref, Ref) and ref.is_airflow else None
+    if isinstance(func, ast.Attribute):
+        base = func.value
+        while isinstance(base, ast.Attribute):
+            base = base.value
+        if isinstance(base, ast.Name):
+            ref = interp.module_env.get(base.id)
+            if isinstance(ref, Ref) and ref.is_airflow:
+                return func.attr
+    return None
+
+
+def _const_str(node: ast.AST, interp: Interpreter) -> str | None:
+    """A string literal, or a module-level name bound to one (`CRON = "0 6 * * *"`)."""
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.Name):
+        v = interp.module_env.get(node.id)
+        return v.value if isinstance(v, Const) and isinstance(v.value, str) else None
+    return None
+
+
+def check_timetables_and_assets(facts: names_mod.NameAnalyzer, interp: Interpreter, airflow: int) -> list[Finding]:
+    """Cron expressions inside timetables (wherever they are built) and asset names/URIs."""
+    out: list[Finding] = []
+    for node in facts.calls:
+        cls = _airflow_callee(node, interp)
+        if cls in CRON_TIMETABLES:
+            key = CRON_TIMETABLES[cls]
+            exprs = list(node.args[:1])
+            exprs += [k.value for k in node.keywords if k.arg == key]
+            for e in exprs:
+                cron = _const_str(e, interp)
+                err = cron_error(cron) if cron is not None else None
+                if err is not None:
+                    line, col = _line(e)
+                    out.append(make_finding("DC401", line, col, f"{cls}({cron!r}): not a valid cron expression: "
+                                            f"{err}"[:300]))
+        elif cls in ASSET_CLASSES:
+            msg = _asset_error(node, interp, airflow, cls)
+            if msg:
+                line, col = _line(node)
+                out.append(make_finding("DC403", line, col, f"{cls}(...): {msg}"))
+    return out
+
+
+def _asset_error(node: ast.Call, interp: Interpreter, airflow: int, cls: str) -> str | None:
+    """Why Airflow's Asset / Dataset constructor would raise on these literal arguments (None: it would not,
+    or they are not literals). Mirrors airflow.sdk.definitions.asset (3) and airflow.datasets (2.10)."""
+    kw = {k.arg: k.value for k in node.keywords if k.arg}
+    values: dict[str, str | None] = {}
+    if airflow >= 3:
+        first = node.args[0] if node.args else kw.get("name")
+        values["name"] = _const_str(first, interp) if first is not None else None
+        values["uri"] = _const_str(kw["uri"], interp) if "uri" in kw else None
+        if first is None and "uri" not in kw:
+            return None  # Asset() with neither: Airflow says so too, but only literals are judged here
+    else:
+        first = node.args[0] if node.args else kw.get("uri")
+        values["uri"] = _const_str(first, interp) if first is not None else None
+    for field_name, v in values.items():
+        if v is None:
+            continue
+        if not v.strip():
+            return f"the {field_name} {v!r} is empty or only whitespace"
+        if airflow >= 3 and len(v) > 1500:
+            return f"the {field_name} is longer than 1500 characters"
+        if airflow < 3 and not v.isascii():
+            return f"the URI {v!r} is not ASCII"
+        scheme = v.partition(":")[0].lower() if "://" in v else ""
+        if field_name == "uri" or (airflow >= 3 and "uri" not in kw):
+            if scheme == "airflow":
+                return f"the URI {v!r} uses the reserved scheme 'airflow'"
+        if airflow >= 3 and field_name == "name" and v in ("self", "context"):
+            return f"the name {v!r} is reserved"
+    return None
+
+
 def check_conn_ids(facts: names_mod.NameAnalyzer, conn_ids: set[str]) -> list[Finding]:
     out = []
     for node in facts.calls:
@@ -354,6 +457,7 @@ def static_findings(tree: ast.Module, *, airflow: int = 3, conn_ids: set[str] | 
             msg = "a DAG object is created but neither used in `with` nor kept in a module-level variable"
             hint = "Use `with DAG(...) as dag:` or assign the DAG to a module-level name"
         out.append(make_finding("DC306", 1, 0, msg, hint))
+    out += check_timetables_and_assets(facts, interp, airflow)
     out += check_xcom(facts, interp)
     if conn_ids is not None:
         out += check_conn_ids(facts, conn_ids)

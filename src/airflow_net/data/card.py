@@ -83,10 +83,29 @@ def corpus_card(
             **({"tasks": length_stats(n_tasks)} if n_tasks else {}),
         },
         "licenses": dict(Counter(str(r.get("license")) for r in records).most_common()),
+        "warnings": _warning_rows(stats),
         "airflow_versions": {str(k): v for k, v in sorted(Counter(r.get("airflow") for r in records).items())},
         "cost": None,
         "params": params or {},
     }
+
+
+def _warning_rows(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """How many DAGs that passed validation carried each dagcheck warning (stats' `warning_<code>` counts,
+    taken when the validator runs: before the near-duplicate filter and the sampling by weights), with the
+    rule's name and whether it marks deprecated Airflow API."""
+    from airflow_net.dagcheck.findings import DEPRECATION_CODES, RULES
+
+    rows = []
+    for key, n in sorted(stats.items()):
+        if not key.startswith("warning_"):
+            continue
+        code = key.removeprefix("warning_")
+        rule = RULES.get(code)
+        rows.append({"code": code, "name": rule.name if rule else "ruff", "files": n,
+                     "deprecated_api": code in DEPRECATION_CODES,
+                     "what": rule.summary if rule else ""})
+    return rows
 
 
 def instruct_card(
@@ -169,6 +188,10 @@ def render_markdown(card: dict[str, Any]) -> str:
     if card.get("licenses"):
         lines += ["", "## Licences", ""]
         lines += _table([{"license": k, "items": v} for k, v in card["licenses"].items()], ["license", "items"])
+    if card.get("warnings"):
+        lines += ["", "## Validator warnings (DAGs that passed validation, before near-dedupe and sampling; "
+                  "Airflow loads them)", ""]
+        lines += _table(card["warnings"], ["code", "name", "files", "deprecated_api", "what"])
     if card.get("airflow_versions"):
         lines += ["", "## Airflow versions", ""]
         lines += _table([{"airflow": k, "dags": v} for k, v in card["airflow_versions"].items()], ["airflow", "dags"])

@@ -52,6 +52,9 @@ def validate_records(records: list[dict[str, Any]], stats: Counter) -> list[dict
         report = check_source(rec["source"], filename=f"{rec['uid']}.py", airflow=int(rec.get("airflow") or 3))
         if report.ok:
             kept.append(rec)
+            # Warnings do not drop a DAG (Airflow loads it); the card says how many valid files each touched.
+            for code in sorted({f.code for f in report.findings if f.severity == "warning"}):
+                stats[f"warning_{code}"] += 1
         else:
             stats["removed_invalid"] += 1
             for f in report.findings:
@@ -162,7 +165,8 @@ def build_corpus(params: CorpusParams, seed: int) -> tuple[list[dict[str, Any]],
     records = step("duplicate", dedupe.drop_exact_duplicates(records)[0])
     vstats: Counter = Counter()
     records = step("invalid", validate_records(records, vstats) if records else [])
-    stats.update({k: v for k, v in vstats.items() if k.startswith("invalid_")})  # findings by code
+    # findings by code: errors of the dropped files, warnings of the kept ones
+    stats.update({k: v for k, v in vstats.items() if k.startswith(("invalid_", "warning_"))})
     kept_near, removed_near = dedupe.drop_near_duplicates(
         records, params.near_dup_threshold, eligible=lambda r: r["origin"] in near_ok
     )
