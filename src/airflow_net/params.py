@@ -214,6 +214,8 @@ class GenerateParams(_Section):
 
 class EvaluateParams(_Section):
     airflow_version: Literal[2, 3] = 3
+    bootstrap_resamples: int = Field(2000, ge=100)  # resamples per 95% interval / paired bootstrap
+    bootstrap_seed: int = 0
 
 
 BENCH_METHODS = ("transformers-fp32", "transformers-bf16", "llama-cpp", "processes", "llama-cpp-server",
