@@ -35,7 +35,7 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int
     only_a = int((a_ & ~b_).sum())
     n = only_a + only_b
     p = 1.0 if n == 0 else float(binomtest(only_b, n, 0.5).pvalue)
-    return {"b_only": only_b, "a_only": only_a, "p_value": round(p, 6)}
+    return {"b_only": only_b, "a_only": only_a, "p_value": float(f"{p:.4g}")}
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int, seed: int,
@@ -50,4 +50,4 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int, see
     # Share of resampled means on the other side of zero, doubled (capped at 1).
     p = min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
     return {"diff": round(float(d.mean()), 4), "diff_lo": round(float(lo), 4), "diff_hi": round(float(hi), 4),
-            "p_value": round(p, 6)}
+            "p_value": float(f"{p:.4g}")}
