@@ -124,3 +124,22 @@ def test_evaluate_end_to_end_on_hand_made_answers(clean) -> None:
     assert len(rows) == 4 and rows[1]["error_classes"].split() == sorted(rows[1]["error_classes"].split())
     with pytest.raises(ValueError, match="same requests"):
         evaluate({"base": [good, bad], "finetuned": [bad, good]}, 3, 200, 0)
+
+
+def test_report_shows_intervals_tests_classes_and_breakdowns(clean, tmp_path) -> None:
+    import json
+
+    from airflow_net.report import write_report
+
+    code, spec = clean
+    good = {"uid": "u1", "variant": "terse", "text": code, "spec": spec, "finish_reason": "stop"}
+    bad = {**good, "uid": "u2", "text": "def broken(:\n"}
+    m, _, ex = evaluate({"base": [good, bad], "finetuned": [good, good | {"uid": "u2"}]}, 3, 200, 0)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text(json.dumps(m))
+    (tmp_path / "examples.json").write_text(json.dumps(ex))
+    text = write_report(tmp_path / "metrics", tmp_path / "plots", tmp_path / "out", tmp_path).read_text()
+    assert "## What changed" in text and "0.500 [" in text
+    assert "significant" in text and "| significant |" not in text  # n=2: nothing is significant
+    assert "base, syntax_error (`u2`)" in text and "def broken(:" in text
+    assert "**requested tasks**" in text and (tmp_path / "out" / "complexity.png").stat().st_size > 0
