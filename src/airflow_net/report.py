@@ -202,7 +202,7 @@ def evaluation_sections(ev: dict[str, Any], examples: dict[str, Any]) -> list[st
         lines.append("")
         for which in ("finetuned", "base"):
             for c, e in (examples.get(which) or {}).items():
-                lines += [f"- {which}, {c} (`{e['uid']}`): {e['detail']}", "", "```python", e["snippet"], "```", ""]
+                lines += [f"- {which}, {c} (`{e['uid']}`, {e.get('variant', '?')} request): {e['detail']}", "", "```python", e["snippet"], "```", ""]
     if "by_variant" in b:
         lines += ["## Breakdowns", "", "Source: metrics/eval.json `*.by_variant`, `*.by_request`, `*.by_code`; "
                   "n is base/fine-tuned.", ""]

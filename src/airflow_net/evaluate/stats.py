@@ -47,7 +47,8 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int, see
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    # Share of resampled means on the other side of zero, doubled (capped at 1).
-    p = min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
+    # Share of resampled means on the other side of zero, doubled (capped at 1); the bootstrap cannot resolve
+    # a p-value below 1/resamples, so that is the floor (never a misleading "p=0").
+    p = min(1.0, max(1.0 / resamples, 2 * min(float((means <= 0).mean()), float((means >= 0).mean()))))
     return {"diff": round(float(d.mean()), 4), "diff_lo": round(float(lo), 4), "diff_hi": round(float(hi), 4),
             "p_value": float(f"{p:.4g}")}

@@ -92,7 +92,7 @@ def examples(rows: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     for r in sorted(rows, key=lambda r: (r["uid"], r["variant"])):
         for cls, detail in r["classes"].items():
             if cls not in out:
-                out[cls] = {"uid": r["uid"], "detail": detail,
+                out[cls] = {"uid": r["uid"], "variant": r["variant"], "detail": detail,
                             "snippet": "\n".join(r["code"].splitlines()[:SNIPPET_LINES])}
     return dict(sorted(out.items()))
 
