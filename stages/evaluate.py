@@ -35,7 +35,7 @@ def main() -> None:
     banner(f"judging {', '.join(f'{k}: {len(v)}' for k, v in generated.items())} DAGs against Airflow "
            f"{e.airflow_version}")
     metrics, csv_rows, examples = evaluate(generated, e.airflow_version, e.bootstrap_resamples, e.bootstrap_seed,
-                                           sft_train=sft)
+                                           sft_train=sft, airflow_sample=e.airflow_sample)
 
     banner("write")
     with atomic_path(args.out) as tmp:

@@ -142,4 +142,32 @@ def test_report_shows_intervals_tests_classes_and_breakdowns(clean, tmp_path) ->
     assert "## What changed" in text and "0.500 [" in text
     assert "significant" in text and "| significant |" not in text  # n=2: nothing is significant
     assert "base, syntax_error (`u2`, terse request)" in text and "def broken(:" in text
+    assert "Real Airflow on a sample: off" in text
     assert "**requested tasks**" in text and (tmp_path / "out" / "complexity.png").stat().st_size > 0
+
+
+def test_airflow_sample_off_is_null_and_missing_env_is_a_clear_error(clean, tmp_path, monkeypatch) -> None:
+    from airflow_net.evaluate.airflow_sample import airflow_sample, sample_indices
+
+    rows = {"base": [{"uid": "u", "code": clean[0], "valid": True}]}
+    assert airflow_sample(rows, 0, 3, 0, 200) is None
+    assert sample_indices(10, 4, 0) == sample_indices(10, 4, 0) and len(set(sample_indices(10, 4, 0))) == 4
+    assert sample_indices(3, 5, 0) == [0, 1, 2]
+    monkeypatch.setenv("DAGCHECK_AIRFLOW_ENV", str(tmp_path / "nowhere"))
+    with pytest.raises(Exception, match="no Airflow 3 environment"):
+        airflow_sample(rows, 1, 3, 0, 200)
+
+
+@pytest.mark.integration
+def test_airflow_sample_loads_with_real_airflow_and_agrees_with_static(clean) -> None:
+    from airflow_net.dagcheck.airflow_tier import env_available
+    from airflow_net.evaluate.airflow_sample import airflow_sample
+
+    if not env_available(3):
+        pytest.skip("no .airflow-env (make airflow-env)")
+    code, spec = clean
+    rows = [{"uid": "good", "code": code, "valid": True}, {"uid": "bad", "code": code + "\nboom(\n", "valid": False}]
+    out = airflow_sample({"base": rows, "finetuned": rows[:1] * 2}, 2, 3, 0, 200)
+    assert out["n"] == 2 and out["airflow_version"].startswith("3")
+    assert out["base"]["load_rate"] == 0.5 and out["base"]["static_agreement"] == 1.0
+    assert out["finetuned"]["load_rate"] == 1.0 and out["finetuned"]["static_valid_airflow_fails"] == 0

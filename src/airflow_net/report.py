@@ -203,6 +203,20 @@ def evaluation_sections(ev: dict[str, Any], examples: dict[str, Any]) -> list[st
         for which in ("finetuned", "base"):
             for c, e in (examples.get(which) or {}).items():
                 lines += [f"- {which}, {c} (`{e['uid']}`, {e.get('variant', '?')} request): {e['detail']}", "", "```python", e["snippet"], "```", ""]
+    af = ev.get("airflow_sample")
+    if af:
+        lines += ["## Real Airflow on a sample", "",
+                  f"{af['n']} generated DAGs per model (the same requests) loaded by Airflow {af['airflow_version']}'s "
+                  "DagBag in the sandbox. Source: metrics/eval.json `airflow_sample`.", "",
+                  "| model | load rate [95% CI] | static verdict agrees | static valid, Airflow fails | "
+                  "static invalid, Airflow loads |", "|---|---|---:|---:|---:|"]
+        for which in ("base", "finetuned"):
+            a = af[which]
+            lines.append(f"| {which} | {_ci(a, 'load_rate')} | {a['static_agreement']:.3f} | "
+                         f"{a['static_valid_airflow_fails']} | {a['static_invalid_airflow_loads']} |")
+        lines.append("")
+    elif "airflow_sample" in ev:
+        lines += ["Real Airflow on a sample: off (`evaluate.airflow_sample: 0`).", ""]
     if "by_variant" in b:
         lines += ["## Breakdowns", "", "Source: metrics/eval.json `*.by_variant`, `*.by_request`, `*.by_code`; "
                   "n is base/fine-tuned.", ""]

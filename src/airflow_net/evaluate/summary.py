@@ -7,6 +7,7 @@ import ast
 import logging
 from typing import Any
 
+from airflow_net.evaluate.airflow_sample import airflow_sample as run_airflow_sample
 from airflow_net.evaluate.breakdown import breakdown, code_facts, request_facts
 from airflow_net.evaluate.errors import ERROR_CLASSES, classify
 from airflow_net.evaluate.metrics import Judgement, aggregate, extract_code, judge
@@ -110,7 +111,8 @@ def training_syntax_rate(sft_rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate(generated: dict[str, list[dict[str, Any]]], airflow: int, resamples: int, seed: int,
-             sft_train: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], dict]:
+             sft_train: list[dict[str, Any]] | None = None,
+             airflow_sample: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]], dict]:
     """Metrics (for metrics/eval.json), per-answer CSV rows and per-class examples, for base and fine-tuned."""
     metrics: dict[str, Any] = {}
     per_model: dict[str, list[dict[str, Any]]] = {}
@@ -133,5 +135,6 @@ def evaluate(generated: dict[str, list[dict[str, Any]]], airflow: int, resamples
     metrics["gain"] = {k: round(metrics["finetuned"][k] - metrics["base"][k], 4) for k in HEADLINE}
     metrics["tests"] = paired_tests(per_model["base"], per_model["finetuned"], resamples, seed)
     metrics["training"] = training_syntax_rate(sft_train) if sft_train is not None else {}
+    metrics["airflow_sample"] = run_airflow_sample(per_model, airflow_sample, airflow, seed, resamples)
     metrics["bootstrap"] = {"resamples": resamples, "seed": seed, "confidence": 0.95}
     return metrics, csv_rows, ex
