@@ -49,7 +49,9 @@ def secrets(code: str) -> list[str]:
 
     found = []
     with default_settings():
-        for line in code.splitlines():
+        # A secret in Python source sits in a string literal: lines without a quote cannot hold one, and
+        # skipping them halves the scan time (detect-secrets is most of evaluate's run time).
+        for line in (ln for ln in code.splitlines() if "'" in ln or '"' in ln):
             found += [s.type for s in scan_line(line) if not any(n in s.type for n in _NOISY_SECRET_TYPES)]
     return found
 
