@@ -148,6 +148,12 @@ def test_both_models_evaluated(pipeline) -> None:
         for key in ("parse_rate", "valid_rate", "structural_f1", "task_f1", "edge_f1", "errors"):
             assert key in ev[which], key
     assert set(ev["gain"]) >= {"valid_rate", "structural_f1"}
+    f = ev["finetuned"]
+    assert f["valid_rate_lo"] <= f["valid_rate"] <= f["valid_rate_hi"]
+    assert {"syntax_error", "truncated", "missing_setup"} <= set(f["error_classes"]) and f["by_variant"]
+    assert ev["tests"]["valid_rate"]["test"] == "exact McNemar" and ev["airflow_sample"] is None
+    summary = (repo / "reports/summary/README.md").read_text()
+    assert "## Error classes" in summary and "## Breakdowns" in summary
     rows = read_csv(repo / "reports/eval/per_dag.csv")
     assert {r["model"] for r in rows} == {"base", "finetuned"} and len(rows) == 6
 

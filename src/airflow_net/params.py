@@ -216,6 +216,9 @@ class GenerateParams(_Section):
 
 class EvaluateParams(_Section):
     airflow_version: Literal[2, 3] = 3
+    bootstrap_resamples: int = Field(2000, ge=100)  # resamples per 95% interval / paired bootstrap
+    bootstrap_seed: int = 0
+    airflow_sample: int = Field(0, ge=0)  # generated DAGs per model loaded by real Airflow (needs .airflow-env)
 
 
 BENCH_METHODS = ("transformers-fp32", "transformers-bf16", "llama-cpp", "processes", "llama-cpp-server",

@@ -83,7 +83,152 @@ def plot_compare(ev: dict[str, Any], out: Path) -> list[str]:
     return ["eval.png"]
 
 
-def write_report(metrics: Path, plots: Path, out: Path) -> Path:
+ERROR_WORDS = {
+    "syntax_error": "not valid Python",
+    "undefined_name": "uses a name it never imports or defines",
+    "non_public_import": "imports test helpers or internals (unittest, pytest, airflow.utils.tests)",
+    "deprecated_syntax": "deprecated or removed Airflow syntax for the target version",
+    "hardcoded_secret": "a password, token or key written into the code",
+    "missing_setup": "leaves out owner / retries / retry delay / start date that the request asked for",
+    "truncated": "cut off at max_tokens",
+}
+BREAKDOWN_TITLES = {
+    "tasks": "requested tasks", "taskgroups": "requested TaskGroups", "xcom": "requested XCom",
+    "sensors": "requested sensors", "style": "TaskFlow vs classic", "airflow": "target Airflow version",
+    "lines": "generated code lines", "cyclomatic": "generated code cyclomatic complexity (radon)",
+}
+
+
+def _ci(m: dict[str, Any], key: str) -> str:
+    if f"{key}_lo" not in m:
+        return f"{m[key]:.3f}"
+    return f"{m[key]:.3f} [{m[f'{key}_lo']:.3f}, {m[f'{key}_hi']:.3f}]"
+
+
+def _breakdown_table(title: str, b: dict[str, Any], f: dict[str, Any]) -> list[str]:
+    lines = [f"**{title}**", "", "| group | n | valid base | valid fine-tuned | F1 base | F1 fine-tuned |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for g in sorted(set(b) | set(f)):
+        bb, ff = b.get(g, {}), f.get(g, {})
+
+        def cell(d: dict[str, Any], k: str) -> str:
+            return f"{d[k]:.2f}" if k in d else "-"
+
+        lines.append(f"| {g} | {bb.get('n', 0)}/{ff.get('n', 0)} | {cell(bb, 'valid_rate')} | "
+                     f"{cell(ff, 'valid_rate')} | {cell(bb, 'structural_f1')} | {cell(ff, 'structural_f1')} |")
+    return [*lines, ""]
+
+
+def plot_complexity(ev: dict[str, Any], out: Path) -> list[str]:
+    """Valid rate and structural F1 against requested tasks and the code's lines and cyclomatic complexity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "by_request" not in ev.get("base", {}):
+        return []
+    panels = [("by_request", "tasks"), ("by_code", "lines"), ("by_code", "cyclomatic")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.6), sharey=True)
+    for ax, (sect, fact) in zip(axes, panels, strict=True):
+        for which, color in (("base", "tab:blue"), ("finetuned", "tab:orange")):
+            groups = ev[which][sect].get(fact, {})
+            xs = sorted(groups)
+            for key, style in (("valid_rate", "o-"), ("structural_f1", "s--")):
+                ax.plot(xs, [groups[x][key] for x in xs], style, color=color, ms=4,
+                        label=f"{which} {key.replace('_', ' ')}")
+        ax.set(title=BREAKDOWN_TITLES[fact], ylim=(-0.02, 1.05))
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "complexity.png", dpi=110)
+    plt.close(fig)
+    return ["complexity.png"]
+
+
+def what_changed(ev: dict[str, Any]) -> str:
+    """One paragraph from the numbers: the headline gains and whether the paired tests back them."""
+    tests = ev.get("tests", {})
+    parts = []
+    for key, label in COMPARE[:3]:
+        if key not in ev.get("gain", {}):
+            continue
+        g, t = ev["gain"][key], tests.get(key, {})
+        verdict = "significant" if t.get("significant") else "not significant"
+        parts.append(f"{label} went from {ev['base'][key]:.3f} to {ev['finetuned'][key]:.3f} ({g:+.3f}; "
+                     f"{t.get('test', 'no test')}, p={t.get('p_value', float('nan')):.3g}: {verdict} at 5%)")
+    text = "Fine-tuning: " + "; ".join(parts) + "." if parts else ""
+    cls_b, cls_f = ev.get("base", {}).get("error_classes", {}), ev.get("finetuned", {}).get("error_classes", {})
+    moved = sorted(((cls_f[c] - cls_b[c], c) for c in ERROR_WORDS if c in cls_b and c in cls_f), key=lambda t: t[0])
+    if moved and moved[0][0] < 0:
+        d, c = moved[0]
+        text += f" The error class that fell most: {ERROR_WORDS[c]} ({cls_b[c]:.3f} -> {cls_f[c]:.3f})."
+    if moved and moved[-1][0] > 0:
+        d, c = moved[-1]
+        text += f" The one that rose most: {ERROR_WORDS[c]} ({cls_b[c]:.3f} -> {cls_f[c]:.3f})."
+    return text
+
+
+def evaluation_sections(ev: dict[str, Any], examples: dict[str, Any]) -> list[str]:
+    """Intervals and tests, error classes with an example each, and the breakdowns (all from metrics/eval.json
+    and reports/eval/examples.json)."""
+    b, f, tests = ev["base"], ev["finetuned"], ev.get("tests", {})
+    conf = ev.get("bootstrap", {})
+    lines = ["## What changed", "", what_changed(ev), "",
+             "## Base vs fine-tuned, with 95% intervals", "",
+             f"Bootstrap percentile intervals ({conf.get('resamples', '?')} resamples, seed {conf.get('seed', '?')}); "
+             "paired tests on the same requests (exact McNemar for pass/fail rates, paired bootstrap for F1). "
+             "Source: metrics/eval.json.", "",
+             "| metric | base [95% CI] | fine-tuned [95% CI] | gain | test, p | verdict |",
+             "|---|---|---|---:|---|---|"]
+    for key, label in COMPARE:
+        if key not in b:
+            continue
+        t = tests.get(key)
+        verdict = ("significant" if t["significant"] else "not significant") if t else "-"
+        test = f"{t['test']}, p={t['p_value']:.3g}" if t else "-"
+        lines.append(f"| {label} | {_ci(b, key)} | {_ci(f, key)} | {f[key] - b[key]:+.3f} | {test} | {verdict} |")
+    lines.append("")
+    if "error_classes" in b:
+        lines += ["## Error classes", "", "Share of answers in each class (an answer can be in several). "
+                  "Source: metrics/eval.json `*.error_classes`; examples: reports/eval/examples.json.", "",
+                  "| class | in plain words | base [95% CI] | fine-tuned [95% CI] |", "|---|---|---|---|"]
+        for c, words in ERROR_WORDS.items():
+            if c in b["error_classes"]:
+                lines.append(f"| {c} | {words} | {_ci(b['error_classes'], c)} | {_ci(f['error_classes'], c)} |")
+        tr = ev.get("training", {})
+        if tr.get("syntax_error_rate") is not None:
+            lines.append(f"\nFor comparison, the training answers' own syntax-error rate: "
+                         f"{tr['syntax_error_rate']:.3f} over {tr['n']} SFT answers (metrics/eval.json `training`).")
+        lines.append("")
+        for which in ("finetuned", "base"):
+            for c, e in (examples.get(which) or {}).items():
+                lines += [f"- {which}, {c} (`{e['uid']}`, {e.get('variant', '?')} request): {e['detail']}", "", "```python", e["snippet"], "```", ""]
+    af = ev.get("airflow_sample")
+    if af:
+        lines += ["## Real Airflow on a sample", "",
+                  f"{af['n']} generated DAGs per model (the same requests) loaded by Airflow {af['airflow_version']}'s "
+                  "DagBag in the sandbox. Source: metrics/eval.json `airflow_sample`.", "",
+                  "| model | load rate [95% CI] | static verdict agrees | static valid, Airflow fails | "
+                  "static invalid, Airflow loads |", "|---|---|---:|---:|---:|"]
+        for which in ("base", "finetuned"):
+            a = af[which]
+            lines.append(f"| {which} | {_ci(a, 'load_rate')} | {a['static_agreement']:.3f} | "
+                         f"{a['static_valid_airflow_fails']} | {a['static_invalid_airflow_loads']} |")
+        lines.append("")
+    elif "airflow_sample" in ev:
+        lines += ["Real Airflow on a sample: off (`evaluate.airflow_sample: 0`).", ""]
+    if "by_variant" in b:
+        lines += ["## Breakdowns", "", "Source: metrics/eval.json `*.by_variant`, `*.by_request`, `*.by_code`; "
+                  "n is base/fine-tuned.", ""]
+        lines += _breakdown_table("request style (describer variant)", b["by_variant"], f["by_variant"])
+        for sect in ("by_request", "by_code"):
+            for fact, title in BREAKDOWN_TITLES.items():
+                if fact in b.get(sect, {}):
+                    lines += _breakdown_table(title, b[sect][fact], f[sect].get(fact, {}))
+    return lines
+
+
+def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = None) -> Path:
     """Render reports/summary/README.md (+ PNGs) from the metrics and plot files."""
     out.mkdir(parents=True, exist_ok=True)
     ev = _load(metrics / "eval.json")
@@ -91,7 +236,8 @@ def write_report(metrics: Path, plots: Path, out: Path) -> Path:
     base = _load(metrics / "base.json")
     prep = _load(metrics / "prepare.json")
     exp = _load(metrics / "export.json")
-    images = plot_losses(plots, out) + plot_compare(ev, out)
+    examples = _load(eval_dir / "examples.json") if eval_dir else {}
+    images = plot_losses(plots, out) + plot_compare(ev, out) + plot_complexity(ev, out)
 
     lines = ["# AirflowNet run report", ""]
     if ev:
@@ -107,6 +253,8 @@ def write_report(metrics: Path, plots: Path, out: Path) -> Path:
                 top = ", ".join(f"{k}: {v}" for k, v in sorted(errs.items(), key=lambda kv: -kv[1])[:8])
                 lines.append(f"- {which} validator errors: {top}")
         lines.append("")
+        if "finetuned" in ev:
+            lines += evaluation_sections(ev, examples)
     for img in images:
         lines += [f"![{img}]({img})", ""]
     if prep.get("train"):

@@ -47,6 +47,7 @@ class Judgement:
     parsed: bool
     valid: bool
     error_codes: list[str] = field(default_factory=list)
+    warning_codes: list[str] = field(default_factory=list)  # e.g. DC105 deprecated import: valid, but an error class
     dag_id_match: bool = False
     schedule_match: bool = False
     task_precision: float = 0.0
@@ -59,6 +60,7 @@ class Judgement:
     def to_row(self) -> dict[str, Any]:
         d = self.__dict__.copy()
         d["error_codes"] = " ".join(self.error_codes)
+        d["warning_codes"] = " ".join(self.warning_codes)
         return d
 
 
@@ -72,7 +74,8 @@ def judge(code: str, spec: dict[str, Any] | None, airflow: int = 3) -> Judgement
         parsed = False
     report = check_source(code, filename="generated.py", airflow=airflow)
     codes = sorted({f.code for f in report.findings if f.severity == "error"})
-    j = Judgement(parsed=parsed, valid=report.ok, error_codes=codes)
+    warns = sorted({f.code for f in report.findings if f.severity != "error"})
+    j = Judgement(parsed=parsed, valid=report.ok, error_codes=codes, warning_codes=warns)
     if spec is None:
         return j
     gold = DagSpec.from_dict(spec).structure()
