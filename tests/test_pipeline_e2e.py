@@ -83,7 +83,7 @@ def test_every_stage_wrote_its_outputs(pipeline) -> None:
         assert (repo / path).exists(), path
     pairs = [json.loads(x) for x in (repo / "data/instructions/pairs.jsonl").read_text().splitlines()]
     dags = (repo / "data/corpus/dags.jsonl").read_text().splitlines()
-    assert len(pairs) == 3 * len(dags)
+    assert len(pairs) == 4 * len(dags)  # three described styles + the canonical request
 
 
 def test_base_never_pretrained_on_val_or_test_dags(pipeline) -> None:

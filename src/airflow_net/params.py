@@ -74,6 +74,7 @@ class CorpusParams(_Section):
 class InstructParams(_Section):
     provider: Literal["offline", "anthropic"] = "offline"
     per_request: int = Field(3, ge=1, le=10)  # instructions written per DAG, all in one request
+    canonical: bool = True  # also one canonical request per DAG (offline, free): the reformulator's output style
     model: str = "claude-haiku-4-5"
     batch: bool = True  # Message Batches (half price, results within 24 h) instead of live calls
     max_cost_usd: float = Field(5.0, ge=0)  # refuse to submit when spent + worst-case estimate exceeds this
