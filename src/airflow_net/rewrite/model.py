@@ -63,6 +63,11 @@ def build_tiny(p: RewriteModelParams, vocab: int, seed: int):
         relative_attention_num_buckets=32, relative_attention_max_distance=128,
     )
     model = T5ForConditionalGeneration(cfg)
+    # transformers 5.23's T5Config forces tie_word_embeddings=True (it keeps only the "no output scaling" meaning
+    # of False as scale_decoder_outputs), so the head comes out shared with the embeddings: untie it by hand,
+    # as Flan-T5 is, and drop it from the tie map so neither training nor saving re-ties it.
+    model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
+    getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)
     with torch.no_grad():
         torch.nn.init.normal_(model.lm_head.weight, std=p.d_model**-0.5)
     return model
@@ -91,6 +96,14 @@ def save_model(model, tok, folder: Path) -> None:
     model.generation_config.pad_token_id = 0
     model.save_pretrained(str(folder), safe_serialization=True)
     tok.save_pretrained(str(folder))
+    # transformers 5.23 writes tie_word_embeddings: true whatever the weights are; a separate lm_head must say
+    # false, or transformers 4.x, CTranslate2 and llama.cpp's converters tie it (FIELD_NOTES)
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    separate = model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    if cfg.get("tie_word_embeddings") == separate:
+        cfg["tie_word_embeddings"] = not separate
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     assert_tie_flag(folder)
 
 
@@ -143,9 +156,9 @@ def pretrain(model, tok, texts: list[str], p: RewriteModelParams, seed: int, max
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % 10 == 0 or step == p.pretrain_steps - 1:
-            curve.append({"step": step, "loss": round(float(loss), 4)})
-            log.info("pretrain step %d/%d loss %.3f", step, p.pretrain_steps, float(loss))
-        if not math.isfinite(float(loss)):
+            curve.append({"step": step, "loss": round(loss.item(), 4)})
+            log.info("pretrain step %d/%d loss %.3f", step, p.pretrain_steps, loss.item())
+        if not math.isfinite(loss.item()):
             raise RuntimeError(f"pre-training diverged at step {step}: lower rewrite.model.pretrain_lr")
     model.eval()
     return curve
