@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,20 @@ def test_errors():
         describe(spec, "terse", random.Random(0))
     with pytest.raises(ValueError, match="variant"):
         describe(_spec([], ["a"]), "poem", random.Random(0))
+
+
+def test_canonical_is_a_fourth_style_switched_by_instruct_canonical():
+    from airflow_net.data.canonical import parse_canonical
+    from airflow_net.data.factory import generate
+    from airflow_net.data.instruct import run_instruct
+    from airflow_net.params import InstructParams
+
+    recs = [{"uid": f"u{i}", "spec": s.to_dict(), "source": src, "origin": "synthetic"}
+            for i, (s, src) in enumerate(generate(5, seed=2, airflow3_share=1.0, max_tasks=4))]
+    on, _ = run_instruct(recs, InstructParams(), 0, Path("."))
+    off, _ = run_instruct(recs, InstructParams(canonical=False), 0, Path("."))
+    assert len(on) == 20 and len(off) == 15
+    canon = [p for p in on if p["variant"] == "canonical"]
+    assert len(canon) == 5 and not any(p["variant"] == "canonical" for p in off)
+    for p in canon:
+        assert parse_canonical(p["instruction"]).dag_id == p["spec"]["dag_id"]

@@ -85,11 +85,27 @@ def test_every_stage_wrote_its_outputs(pipeline) -> None:
     for path in ["data/corpus/dags.jsonl", "data/instructions/pairs.jsonl", "data/sft/train.jsonl", "data/sft/test.jsonl",
                  "models/base/config.json", "models/adapter/adapter_config.json", "models/gguf/meta.json",
                  "data/generated/base.jsonl", "data/generated/finetuned.jsonl", "reports/eval/per_dag.csv",
-                 "reports/summary/README.md", "dvc.lock"]:
+                 "reports/summary/README.md", "dvc.lock", "data/rewrite/test.jsonl", "models/rewrite/base/spiece.model",
+                 "models/rewrite/finetuned/model.safetensors", "models/rewrite/finetuned/meta.json",
+                 "reports/rewrite/per_pair.csv"]:
         assert (repo / path).exists(), path
     pairs = [json.loads(x) for x in (repo / "data/instructions/pairs.jsonl").read_text().splitlines()]
     dags = (repo / "data/corpus/dags.jsonl").read_text().splitlines()
-    assert len(pairs) == 3 * len(dags)
+    assert len(pairs) == 4 * len(dags)  # three described styles + the canonical request
+
+
+def test_rewrite_stages_compare_base_and_finetuned(pipeline) -> None:
+    repo, _ = pipeline
+    m = json.loads((repo / "metrics/rewrite_eval.json").read_text())
+    for which in ("base", "finetuned"):
+        assert {"eval_loss", "rougeL", "exact_match", "structural_f1"} <= set(m[which])
+        assert 0.0 <= m[which]["rougeL"] <= 1.0
+    assert m["gain"]["eval_loss"] == round(m["finetuned"]["eval_loss"] - m["base"]["eval_loss"], 4)
+    assert m["finetuned"]["eval_loss"] < m["base"]["eval_loss"]  # a few steps already lower the loss
+    test = [json.loads(x) for x in (repo / "data/rewrite/test.jsonl").read_text().splitlines()]
+    assert test and all({"query", "rewrite", "spec"} <= set(r) for r in test)
+    cfg = json.loads((repo / "models/rewrite/finetuned/config.json").read_text())
+    assert cfg["tie_word_embeddings"] is False and cfg["feed_forward_proj"] == "gated-gelu"
 
 
 def test_base_never_pretrained_on_val_or_test_dags(pipeline) -> None:

@@ -74,6 +74,7 @@ class CorpusParams(_Section):
 class InstructParams(_Section):
     provider: Literal["offline", "anthropic"] = "offline"
     per_request: int = Field(3, ge=1, le=10)  # instructions written per DAG, all in one request
+    canonical: bool = True  # also one canonical request per DAG (offline, free): the reformulator's output style
     model: str = "claude-haiku-4-5"
     batch: bool = True  # Message Batches (half price, results within 24 h) instead of live calls
     max_cost_usd: float = Field(5.0, ge=0)  # refuse to submit when spent + worst-case estimate exceeds this
@@ -258,6 +259,72 @@ class BenchParams(_Section):
         return sorted(v)
 
 
+class RewriteDataParams(_Section):
+    source: Literal["corpus", "jsonl", "hf"] = "corpus"  # corpus: made here from data/corpus specs
+    path: str | None = None  # jsonl: a file (split by hash) or a folder of {train,val,test}.jsonl; hf: save_to_disk
+    query_field: str = "query"
+    rewrite_field: str = "rewrite"
+    noisy_per_dag: int = Field(3, ge=0, le=20)  # person-style (noiser) sources per DAG
+    described: list[Literal["terse", "detailed", "business"]] = Field(default_factory=lambda: ["terse"])
+    max_query_chars: int = Field(600, ge=50)  # longer sources are dropped: encoder cost grows with length
+    val_frac: float = Field(0.1, gt=0, lt=0.5)  # split by DAG (seeded hash), all pairs of a DAG in one split
+    test_frac: float = Field(0.1, gt=0, lt=0.5)
+    max_test: int | None = Field(200, ge=1)  # test pairs kept (one per DAG first); null: all
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> RewriteDataParams:
+        if self.source != "corpus" and not self.path:
+            raise ValueError(f"rewrite.data.source '{self.source}' needs rewrite.data.path")
+        return self
+
+
+class RewriteModelParams(_Section):
+    name: str = "tiny"  # tiny (built here) | a Hugging Face id or local path (google/flan-t5-small)
+    vocab_size: int = Field(2000, ge=64)  # tiny only: SentencePiece unigram pieces
+    d_model: int = Field(256, ge=16)
+    d_ff: int = Field(512, ge=16)
+    d_kv: int = Field(32, ge=8)
+    num_layers: int = Field(3, ge=1)
+    num_decoder_layers: int = Field(3, ge=1)
+    num_heads: int = Field(8, ge=1)
+    pretrain_steps: int = Field(150, ge=0)  # span-corruption steps on request text; 0: random base
+    pretrain_batch_size: int = Field(32, ge=1)
+    pretrain_lr: float = Field(1e-3, gt=0)
+    noise_density: float = Field(0.15, gt=0, lt=1)  # share of tokens masked in span corruption
+    num_threads: int = Field(0, ge=0)  # 0: all cores
+
+
+class RewriteTrainParams(_Section):
+    method: Literal["full", "lora"] = "full"  # lora: PEFT adapters, merged after training (large models)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    max_steps: int = Field(400, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    eval_steps: int = Field(100, ge=1)
+    max_eval_examples: int = Field(64, ge=1)  # val pairs decoded for ROUGE-L at each evaluation
+    max_source_len: int = Field(192, ge=8)  # tokens
+    max_target_len: int = Field(96, ge=8)
+    num_threads: int = Field(0, ge=0)
+
+
+class RewriteEvaluateParams(_Section):
+    max_examples: int | None = Field(None, ge=1)  # test pairs decoded per model; null: all
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(128, ge=1)
+    num_threads: int = Field(0, ge=0)
+
+
+class RewriteParams(_Section):
+    """The reformulation model (issue 15). Part B adds ``export`` and ``bench`` sub-sections."""
+
+    data: RewriteDataParams = Field(default_factory=RewriteDataParams)
+    model: RewriteModelParams = Field(default_factory=RewriteModelParams)
+    train: RewriteTrainParams = Field(default_factory=RewriteTrainParams)
+    evaluate: RewriteEvaluateParams = Field(default_factory=RewriteEvaluateParams)
+
+
 class Params(_Section):
     seed: int = 42
     corpus: CorpusParams = Field(default_factory=CorpusParams)
@@ -272,6 +339,7 @@ class Params(_Section):
     generate: GenerateParams = Field(default_factory=GenerateParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     bench: BenchParams = Field(default_factory=BenchParams)
+    rewrite: RewriteParams = Field(default_factory=RewriteParams)
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

@@ -24,6 +24,10 @@ from airflow_net.data.spec import DagSpec, TaskSpec
 log = logging.getLogger(__name__)
 
 VARIANTS = ("terse", "detailed", "business")
+# The fourth style: the canonical request (data/canonical.py), one exact line per spec. Not cycled by
+# ``instructions_for`` (it has a single form); ``instruct.canonical`` adds it once per DAG.
+CANONICAL = "canonical"
+STYLES = (*VARIANTS, CANONICAL)
 
 DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 
@@ -558,9 +562,13 @@ def _tidy(text: str) -> str:
 
 
 def describe(spec: DagSpec, variant: str, rng: random.Random) -> str:
-    """One request for ``spec`` in ``variant`` ("terse", "detailed" or "business")."""
+    """One request for ``spec`` in ``variant`` ("terse", "detailed", "business" or "canonical")."""
+    if variant == CANONICAL:
+        from airflow_net.data.canonical import format_canonical
+
+        return format_canonical(spec)
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}, expected one of {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown variant {variant!r}, expected one of {', '.join(STYLES)}")
     c = _Ctx(spec)
     return {"terse": _terse, "detailed": _detailed, "business": _business}[variant](c, rng)
 
