@@ -253,6 +253,36 @@ class BenchParams(_Section):
         return sorted(v)
 
 
+REWRITE_RUNTIMES = ("torch-fp32", "torch-int8")  # issue 15 part B: ONNX Runtime, CTranslate2, GGUF still to add
+
+
+class RewriteExportParams(_Section):
+    runtimes: list[Literal[REWRITE_RUNTIMES]] = Field(default_factory=lambda: list(REWRITE_RUNTIMES), min_length=1)
+    max_new_tokens: int = Field(48, ge=1)  # greedy length cap when comparing each runtime with PyTorch fp32
+
+
+class RewriteBenchParams(_Section):
+    runtimes: list[Literal[REWRITE_RUNTIMES]] = Field(default_factory=lambda: list(REWRITE_RUNTIMES), min_length=1)
+    threads: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)  # intra-op threads per runtime
+    max_new_tokens: int = Field(24, ge=1)  # generated per query, exactly (EOS ignored): the issue's figure
+    queries: int = Field(20, ge=1)  # from the test split, one at a time
+    rounds: int = Field(3, ge=1)  # interleaved across runtimes; medians and spreads reported
+    warmup: int = Field(2, ge=0)
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: list[int]) -> list[int]:
+        if any(t < 1 or t > 64 for t in v) or len(set(v)) != len(v):
+            raise ValueError(f"threads must be distinct numbers from 1 to 64 (got {v})")
+        return sorted(v)
+
+
+class RewriteParams(_Section):
+    # Part B's fields only; part A (branch rewrite) adds data/model/train/evaluate to its own RewriteParams.
+    export: RewriteExportParams = Field(default_factory=RewriteExportParams)
+    bench: RewriteBenchParams = Field(default_factory=RewriteBenchParams)
+
+
 class Params(_Section):
     seed: int = 42
     corpus: CorpusParams = Field(default_factory=CorpusParams)
@@ -267,6 +297,7 @@ class Params(_Section):
     generate: GenerateParams = Field(default_factory=GenerateParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     bench: BenchParams = Field(default_factory=BenchParams)
+    rewrite: RewriteParams = Field(default_factory=RewriteParams)
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
