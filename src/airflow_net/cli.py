@@ -77,6 +77,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     bench_cli.add_parser(sub)
     handlers["bench"] = bench_cli.run
 
+    from airflow_net.rewrite import cli as rewrite_cli  # issue 15: the T5 reformulation model
+
+    rewrite_cli.add_parser(sub)
+    handlers["rewrite"] = rewrite_cli.run
+
     try:  # the validator's CLI, when its package provides one
         from airflow_net.dagcheck import cli as dagcheck_cli
 

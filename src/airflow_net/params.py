@@ -316,13 +316,39 @@ class RewriteEvaluateParams(_Section):
     num_threads: int = Field(0, ge=0)
 
 
+REWRITE_RUNTIMES = ("torch-fp32", "torch-int8")  # issue 15 part B: ONNX Runtime, CTranslate2, GGUF still to add
+
+
+class RewriteExportParams(_Section):
+    runtimes: list[Literal[REWRITE_RUNTIMES]] = Field(default_factory=lambda: list(REWRITE_RUNTIMES), min_length=1)
+    max_new_tokens: int = Field(48, ge=1)  # greedy length cap when comparing each runtime with PyTorch fp32
+
+
+class RewriteBenchParams(_Section):
+    runtimes: list[Literal[REWRITE_RUNTIMES]] = Field(default_factory=lambda: list(REWRITE_RUNTIMES), min_length=1)
+    threads: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)  # intra-op threads per runtime
+    max_new_tokens: int = Field(24, ge=1)  # generated per query, exactly (EOS ignored): the issue's figure
+    queries: int = Field(20, ge=1)  # from the test split, one at a time
+    rounds: int = Field(3, ge=1)  # interleaved across runtimes; medians and spreads reported
+    warmup: int = Field(2, ge=0)
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: list[int]) -> list[int]:
+        if any(t < 1 or t > 64 for t in v) or len(set(v)) != len(v):
+            raise ValueError(f"threads must be distinct numbers from 1 to 64 (got {v})")
+        return sorted(v)
+
+
 class RewriteParams(_Section):
-    """The reformulation model (issue 15). Part B adds ``export`` and ``bench`` sub-sections."""
+    """The reformulation model (issue 15): data, model, training and evaluation; its CPU runtimes and benchmark."""
 
     data: RewriteDataParams = Field(default_factory=RewriteDataParams)
     model: RewriteModelParams = Field(default_factory=RewriteModelParams)
     train: RewriteTrainParams = Field(default_factory=RewriteTrainParams)
     evaluate: RewriteEvaluateParams = Field(default_factory=RewriteEvaluateParams)
+    export: RewriteExportParams = Field(default_factory=RewriteExportParams)
+    bench: RewriteBenchParams = Field(default_factory=RewriteBenchParams)
 
 
 class Params(_Section):
