@@ -15,6 +15,7 @@ flag matches the weights, since a transformers release re-saved an untied head a
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -35,16 +36,18 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, seed: int)
     from transformers import T5Tokenizer
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = out_dir / "_spm_corpus.txt"
-    corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+    # From memory to memory: a model trained from a file records the file's (temporary) path and its own prefix
+    # in its trainer spec, so the same texts gave a spiece.model with other bytes on every run.
+    model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(out_dir / "spiece"), model_type="unigram", vocab_size=vocab_size,
+        sentence_iterator=iter([t.replace("\n", " ") for t in texts]), model_writer=model,
+        model_type="unigram", vocab_size=vocab_size,
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's ids: decoder start = pad = 0, eos = 1
         split_digits=True, byte_fallback=True,
         character_coverage=1.0, hard_vocab_limit=False, num_threads=1,  # one thread: deterministic pieces
         input_sentence_size=0, shuffle_input_sentence=False, minloglevel=2,
     )
-    corpus.unlink()
+    (out_dir / "spiece.model").write_bytes(model.getvalue())
     (out_dir / "spiece.vocab").unlink(missing_ok=True)
     # FIELD_NOTES: T5Tokenizer(vocab_file=...) maps words to <unk> in transformers 5; from_pretrained works
     tok = T5Tokenizer.from_pretrained(str(out_dir), extra_ids=N_SENTINELS, legacy=False)
