@@ -119,3 +119,26 @@ def test_compose_best_of_n_then_repair():
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="strategy must be one of"):
         run_strategy("nope", MSG, Scripted(lambda *a: VALID), JUDGE)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", ["direct", "best_of_n", "repair"])
+def test_cli_generate_with_strategy(tmp_path, capsys, strategy):
+    """`airflow-net generate --strategy` over the in-process engine on the tiny bigram GGUF (greedy: a valid DAG)."""
+    from pathlib import Path
+
+    from airflow_net.cli import main
+    from tests.support import tiny_gguf
+
+    if not tiny_gguf.available():
+        pytest.skip("vendored gguf-py missing")
+    model = tiny_gguf.build(tmp_path / "tiny.gguf")
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", tiny_gguf.INSTRUCTION, "--model", str(model), "--params", str(params),
+              "--strategy", strategy, "-n", "2", "--max-tokens", "200"])
+    out, err = capsys.readouterr()
+    assert f"# strategy: {strategy};" in err and "# dagcheck:" in err, err
+    assert "candidates: " + ("2" if strategy == "best_of_n" else "1") in err
+    if strategy != "best_of_n":  # greedy reproduces the teacher's DAG
+        assert out == tiny_gguf.DAG and exc.value.code == 0

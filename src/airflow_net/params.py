@@ -210,6 +210,11 @@ class GenerateParams(_Section):
     n_threads: int = Field(0, ge=0)  # 0: all cores
     quantized: bool = True  # generate with the quantized GGUF (else the f16 one)
     parallel: int = Field(4, ge=1, le=64)  # requests decoded together (continuous batching); n_ctx is per request
+    # generation strategy (airflow_net.generate.strategies.STRATEGIES): what `airflow-net generate` uses by default
+    strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair"] = "direct"
+    best_of_n: int = Field(4, ge=1, le=64)  # candidates sampled together in one batch by best_of_n
+    sample_temperature: float = Field(0.7, gt=0, le=2)  # best_of_n's sampling temperature (candidates must differ)
+    repair_rounds: int = Field(2, ge=0, le=10)  # follow-up turns with dagcheck's findings, at most
 
 
 class EvaluateParams(_Section):
