@@ -1,0 +1,76 @@
+"""The OpenAI-compatible endpoint backend against a local server that fails some requests on purpose."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from airflow_net.generate.endpoint import EndpointError, endpoint_backend
+
+
+class Flaky(BaseHTTPRequestHandler):
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+    fail_first = 2  # each distinct request fails this many times (429, then 503) before it is answered
+    served: list[str] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        key = body["messages"][-1]["content"]
+        with self.lock:
+            n = self.counts.get(key, 0)
+            self.counts[key] = n + 1
+        if n < self.fail_first:
+            self.send_response(429 if n == 0 else 503)
+            self.end_headers()
+            return
+        with self.lock:
+            self.served.append(key)
+        out = json.dumps({"choices": [{"message": {"content": f"echo {key} t={body['temperature']} s={body['seed']}"},
+                                       "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def server():
+    Flaky.counts, Flaky.served = {}, []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_flaky_server_nothing_lost_nothing_duplicated(server):
+    Flaky.fail_first = 2
+    be = endpoint_backend(server, concurrency=3, attempts=4, backoff_s=0.01, timeout_s=5)
+    convs = [[{"role": "user", "content": f"r{i}"}] for i in range(12)]
+    rows = be(convs, temperature=0.5, seed=[100 + i for i in range(12)])
+    assert [r["text"] for r in rows] == [f"echo r{i} t=0.5 s={100 + i}" for i in range(12)]
+    assert all(r["attempts"] == 3 and r["completion_tokens"] == 4 for r in rows)
+    assert sorted(Flaky.served) == sorted(f"r{i}" for i in range(12))  # each answered exactly once
+
+
+def test_gives_up_after_attempts(server):
+    Flaky.fail_first = 10
+    be = endpoint_backend(server, attempts=2, backoff_s=0.01, timeout_s=5)
+    with pytest.raises(EndpointError, match="after 2 attempts"):
+        be([[{"role": "user", "content": "x"}]])
+
+
+def test_api_key_env_must_be_set(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_NET_TEST_KEY", raising=False)
+    with pytest.raises(Exception, match="AIRFLOW_NET_TEST_KEY"):
+        endpoint_backend("http://127.0.0.1:9/v1", api_key_env="AIRFLOW_NET_TEST_KEY")
