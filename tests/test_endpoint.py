@@ -74,3 +74,28 @@ def test_api_key_env_must_be_set(monkeypatch):
     monkeypatch.delenv("AIRFLOW_NET_TEST_KEY", raising=False)
     with pytest.raises(Exception, match="AIRFLOW_NET_TEST_KEY"):
         endpoint_backend("http://127.0.0.1:9/v1", api_key_env="AIRFLOW_NET_TEST_KEY")
+
+
+@pytest.mark.integration
+def test_same_answers_as_in_process_through_airflow_net_serve(tmp_path):
+    """Greedy strategies over `airflow-net serve` give what the in-process engine gives, on the tiny bigram GGUF."""
+    from airflow_net.generate.strategies import dagcheck_judge, engine_backend, run_strategy
+    from airflow_net.serve.engine import Engine
+    from tests.support import tiny_gguf
+    from tests.test_serve import Server
+
+    if not tiny_gguf.available():
+        pytest.skip("vendored gguf-py missing")
+    model = tiny_gguf.build(tmp_path / "tiny.gguf")
+    msgs = [{"role": "user", "content": tiny_gguf.INSTRUCTION}]
+    judge = dagcheck_judge(3)
+    with Engine(model, n_parallel=2, n_ctx=1024, n_threads=2) as eng:
+        local = run_strategy("repair", msgs, engine_backend(eng, max_tokens=200), judge, rounds=1)
+        srv = Server(eng)
+        try:
+            be = endpoint_backend(f"http://127.0.0.1:{srv.port}/v1", max_tokens=200, concurrency=2, timeout_s=60)
+            remote = run_strategy("repair", msgs, be, judge, rounds=1)
+        finally:
+            srv.stop()
+    assert remote.code == local.code and remote.valid == local.valid
+    assert remote.completion_tokens == local.completion_tokens and remote.rounds == local.rounds
