@@ -99,3 +99,20 @@ def test_same_answers_as_in_process_through_airflow_net_serve(tmp_path):
             srv.stop()
     assert remote.code == local.code and remote.valid == local.valid
     assert remote.completion_tokens == local.completion_tokens and remote.rounds == local.rounds
+
+
+def test_cli_generate_over_endpoint(server, capsys):
+    from pathlib import Path
+
+    from airflow_net.cli import main
+
+    Flaky.fail_first = 1
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "a dag please", "--endpoint", server, "--params", str(params), "--strategy", "repair",
+              "--rounds", "1"])
+    out, err = capsys.readouterr()
+    # the echo server never writes a valid DAG: one answer, one repair round, verdict on stderr, exit 1
+    assert exc.value.code == 1 and "# dagcheck: INVALID" in err
+    assert "# strategy: repair; candidates: 2; repair rounds: 1;" in err
+    assert out.startswith("echo ")

@@ -28,9 +28,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     g = p.generate
     strategy = args.strategy or g.strategy
     n = args.n or g.best_of_n
-    llm = load_gguf(args.model, n_ctx=g.n_ctx, n_threads=g.n_threads, seed=p.seed,
-                    n_parallel=n if "best_of_n" in strategy else 1)
-    backend = engine_backend(llm, max_tokens=args.max_tokens or g.max_tokens, top_p=g.top_p)
+    endpoint = args.endpoint or g.endpoint
+    if endpoint:
+        from airflow_net.generate.endpoint import endpoint_backend
+
+        backend = endpoint_backend(endpoint, model=g.endpoint_model, max_tokens=args.max_tokens or g.max_tokens,
+                                   top_p=g.top_p, api_key_env=g.api_key_env, concurrency=g.endpoint_concurrency)
+    else:
+        if not args.model:
+            raise UserError("pass --model (a GGUF file) or --endpoint (an OpenAI-compatible base URL)")
+        llm = load_gguf(args.model, n_ctx=g.n_ctx, n_threads=g.n_threads, seed=p.seed,
+                        n_parallel=n if "best_of_n" in strategy else 1)
+        backend = engine_backend(llm, max_tokens=args.max_tokens or g.max_tokens, top_p=g.top_p)
     out = run_strategy(strategy, to_messages(p.prepare.system_prompt, request), backend, dagcheck_judge(args.airflow),
                        n=n, rounds=g.repair_rounds if args.rounds is None else args.rounds,
                        temperature=g.sample_temperature, seed=p.seed)
@@ -58,7 +67,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
     g = sub.add_parser("generate", help="write a DAG for a plain-language request with a GGUF model")
     g.add_argument("request", nargs="*", help="the request (default: standard input)")
-    g.add_argument("--model", required=True, help="a GGUF file, e.g. models/gguf/finetuned-Q4_K_M.gguf")
+    g.add_argument("--model", help="a GGUF file, e.g. models/gguf/finetuned-Q4_K_M.gguf")
+    g.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 "
+                   "(default: generate.endpoint; the key comes from the env variable named by generate.api_key_env)")
     g.add_argument("--params", default="params.yaml")
     g.add_argument("--max-tokens", type=int, default=0)
     g.add_argument("--strategy", default=None, choices=("direct", "best_of_n", "repair", "best_of_n_repair"), help="direct | best_of_n | repair | best_of_n_repair "
