@@ -16,22 +16,40 @@ from airflow_net.utils import UserError, setup_logging
 def _cmd_generate(args: argparse.Namespace) -> int:
     from airflow_net.dagcheck import check_source
     from airflow_net.data.prepare import to_messages
-    from airflow_net.evaluate.metrics import extract_code
     from airflow_net.params import load_params
-    from airflow_net.serve.generation import chat, load_gguf
+    from airflow_net.serve.generation import load_gguf
 
     p = load_params(args.params)
     request = " ".join(args.request) if args.request else sys.stdin.read()
     if not request.strip():
         raise UserError("empty request: pass it as arguments or on standard input")
-    llm = load_gguf(args.model, n_ctx=p.generate.n_ctx, n_threads=p.generate.n_threads, seed=p.seed)
-    out = chat(llm, to_messages(p.prepare.system_prompt, request), max_tokens=args.max_tokens or p.generate.max_tokens,
-               temperature=args.temperature, seed=p.seed, copy_ids=p.generate.copy_ids and not args.no_copy_ids)
-    code = extract_code(out["text"])
-    print(code, end="")
-    report = check_source(code, airflow=args.airflow)
+    from airflow_net.generate.strategies import dagcheck_judge, engine_backend, run_strategy
+
+    g = p.generate
+    strategy = args.strategy or g.strategy
+    n = args.n or g.best_of_n
+    endpoint = args.endpoint or g.endpoint
+    if endpoint:
+        from airflow_net.generate.endpoint import endpoint_backend
+
+        backend = endpoint_backend(endpoint, model=g.endpoint_model, max_tokens=args.max_tokens or g.max_tokens,
+                                   top_p=g.top_p, api_key_env=g.api_key_env, concurrency=g.endpoint_concurrency)
+    else:
+        if not args.model:
+            raise UserError("pass --model (a GGUF file) or --endpoint (an OpenAI-compatible base URL)")
+        llm = load_gguf(args.model, n_ctx=g.n_ctx, n_threads=g.n_threads, seed=p.seed,
+                        n_parallel=n if "best_of_n" in strategy else 1)
+        backend = engine_backend(llm, max_tokens=args.max_tokens or g.max_tokens, top_p=g.top_p,
+                                 copy_ids=g.copy_ids and not args.no_copy_ids)
+    out = run_strategy(strategy, to_messages(p.prepare.system_prompt, request), backend, dagcheck_judge(args.airflow),
+                       n=n, rounds=g.repair_rounds if args.rounds is None else args.rounds,
+                       temperature=g.sample_temperature, seed=p.seed)
+    print(out.code, end="")
+    report = check_source(out.code, airflow=args.airflow)
     print(f"# dagcheck: {'valid' if report.ok else 'INVALID'}"
           + "".join(f"\n#   {f.code} line {f.line}: {f.message}" for f in report.findings), file=sys.stderr)
+    print(f"# strategy: {strategy}; candidates: {out.candidates}; repair rounds: {out.rounds}; "
+          f"tokens: {out.completion_tokens}; time: {out.seconds:.2f} s", file=sys.stderr)
     return 0 if report.ok else 1
 
 
@@ -50,10 +68,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
     g = sub.add_parser("generate", help="write a DAG for a plain-language request with a GGUF model")
     g.add_argument("request", nargs="*", help="the request (default: standard input)")
-    g.add_argument("--model", required=True, help="a GGUF file, e.g. models/gguf/finetuned-Q4_K_M.gguf")
+    g.add_argument("--model", help="a GGUF file, e.g. models/gguf/finetuned-Q4_K_M.gguf")
+    g.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 "
+                   "(default: generate.endpoint; the key comes from the env variable named by generate.api_key_env)")
     g.add_argument("--params", default="params.yaml")
     g.add_argument("--max-tokens", type=int, default=0)
-    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--strategy", default=None, choices=("direct", "best_of_n", "repair", "best_of_n_repair"), help="direct | best_of_n | repair | best_of_n_repair "
+                   "(default: generate.strategy in the params)")
+    g.add_argument("-n", type=int, default=0, help="best_of_n's candidates (default: generate.best_of_n)")
+    g.add_argument("--rounds", type=int, default=None, help="repair rounds (default: generate.repair_rounds)")
     g.add_argument("--airflow", type=int, choices=(2, 3), default=3)
     g.add_argument("--no-copy-ids", action="store_true",
                    help="let the model choose its ids (default: generate.copy_ids, ids copied from the request)")

@@ -213,6 +213,16 @@ class GenerateParams(_Section):
     parallel: int = Field(4, ge=1, le=64)  # requests decoded together (continuous batching); n_ctx is per request
     # the answer's dag/task/group ids are copied from the identifiers the request names (a decoding constraint)
     copy_ids: bool = True
+    # generation strategy (airflow_net.generate.strategies.STRATEGIES): what `airflow-net generate` uses by default
+    strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair"] = "direct"
+    best_of_n: int = Field(4, ge=1, le=64)  # candidates sampled together in one batch by best_of_n
+    sample_temperature: float = Field(0.7, gt=0, le=2)  # best_of_n's sampling temperature (candidates must differ)
+    repair_rounds: int = Field(2, ge=0, le=10)  # follow-up turns with dagcheck's findings, at most
+    # an OpenAI-compatible base URL (ending in /v1) to send requests to instead of the in-process engine
+    endpoint: str | None = None
+    endpoint_model: str = "default"  # the model name the endpoint serves
+    api_key_env: str | None = None  # NAME of the env variable holding the endpoint's API key (the key is never stored)
+    endpoint_concurrency: int = Field(8, ge=1, le=256)  # requests in flight at once
 
 
 class EvaluateParams(_Section):

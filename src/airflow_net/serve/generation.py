@@ -54,15 +54,16 @@ def chat_many(
     """
     prompts = [engine.render_chat(m) for m in conversations]
     room = [max(1, min(max_tokens, engine.n_ctx - len(engine.tokenize(p)))) for p in prompts]
-    # copy_ids: the answer's id strings come from the identifiers the request (its last user turn) names
-    ids = [request_id_roles(_last_user(m)) if copy_ids else () for m in conversations]
+    # copy_ids: the answer's id strings come from the identifiers the request (the first user turn) names
+    ids = [request_id_roles(_request_text(m)) if copy_ids else () for m in conversations]
     params = [SamplingParams(max_tokens=r, temperature=temperature, top_p=top_p, seed=seed, copy_ids=i)
               for r, i in zip(room, ids, strict=True)]
     return [_row(c) for c in engine.generate_many(prompts, params, progress=progress)]
 
 
-def _last_user(messages: list[dict[str, str]]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+def _request_text(messages: list[dict[str, str]]) -> str:
+    """The request of a conversation: its first user turn (later ones may be follow-ups, e.g. repair findings)."""
+    return next((m["content"] for m in messages if m["role"] == "user"), "")
 
 
 def chat(

@@ -1,0 +1,181 @@
+"""Generation strategies: how many answers to ask for and how to pick or fix one.
+
+A strategy works over a *backend*: a callable ``complete(conversations, temperature=, seed=)`` that returns one
+answer row (``text``, ``completion_tokens``, ...) per conversation, in order. ``chat_many`` over the in-process
+engine is one backend; a remote OpenAI-compatible client is another. Candidates are judged by dagcheck (static
+tiers); generated code is never imported or executed here.
+
+Strategies live in ``STRATEGIES`` (name -> function) so one more (e.g. ``templated``) plugs in as one entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_net.dagcheck.findings import Finding, Report
+from airflow_net.evaluate.metrics import extract_code
+
+log = logging.getLogger(__name__)
+
+Backend = Callable[..., list[dict[str, Any]]]
+Judge = Callable[[str], Report]
+
+
+def dagcheck_judge(airflow: int = 3) -> Judge:
+    """Judge one source with dagcheck's static tiers (no import, no execution)."""
+    from airflow_net.dagcheck.validate import validate_sources
+
+    def judge(source: str) -> Report:
+        return validate_sources([("candidate.py", source)], airflow=airflow)[0]
+
+    return judge
+
+
+@dataclass
+class Outcome:
+    """What a strategy returns for one request."""
+
+    text: str  # the chosen answer (raw model text)
+    code: str  # the code extracted from it
+    valid: bool
+    errors: int
+    findings: list[dict[str, Any]]
+    candidates: int  # answers generated in all
+    rounds: int  # repair rounds used (0: none)
+    completion_tokens: int
+    seconds: float
+    history: list[dict[str, str]] = field(default_factory=list)  # the follow-up turns repair sent
+
+
+def _judge_text(judge: Judge, text: str) -> tuple[str, Report]:
+    code = extract_code(text)
+    return code, judge(code)
+
+
+def _pick(rows: list[dict[str, Any]], judge: Judge) -> tuple[int, str, Report, int]:
+    """The first valid candidate in input order, else the one with fewest errors (ties: the earliest).
+
+    Judging stops at the first valid one: candidates after it are never checked. Returns (index, code, report,
+    judged).
+    """
+    best: tuple[int, str, Report] | None = None
+    judged = 0
+    for i, row in enumerate(rows):
+        code, rep = _judge_text(judge, row["text"])
+        judged += 1
+        if rep.ok:
+            return i, code, rep, judged
+        if best is None or len(rep.errors) < len(best[2].errors):
+            best = (i, code, rep)
+    assert best is not None
+    return best[0], best[1], best[2], judged
+
+
+def format_findings(findings: list[Finding]) -> str:
+    """The follow-up turn repair sends: exactly the reported error findings, one per line."""
+    lines = ["The DAG above fails validation with these errors:"]
+    for f in findings:
+        hint = f" (hint: {f.hint})" if f.hint else ""
+        lines.append(f"- {f.code} line {f.line}: {f.message}{hint}")
+    lines.append("Answer with the corrected DAG only.")
+    return "\n".join(lines)
+
+
+def direct(messages: list[dict[str, str]], backend: Backend, judge: Judge, **_: Any) -> Outcome:
+    """One greedy answer."""
+    t0 = time.perf_counter()
+    row = backend([messages], temperature=0.0, seed=0)[0]
+    code, rep = _judge_text(judge, row["text"])
+    return Outcome(row["text"], code, rep.ok, len(rep.errors), [f.to_dict() for f in rep.errors], 1, 0,
+                   int(row.get("completion_tokens", 0)), time.perf_counter() - t0)
+
+
+def best_of_n(messages: list[dict[str, str]], backend: Backend, judge: Judge, *, n: int = 4,
+              temperature: float = 0.7, seed: int = 0, **_: Any) -> Outcome:
+    """n candidates sampled in ONE backend batch (candidate i seeded seed+i: deterministic under a seed)."""
+    if n < 1:
+        raise ValueError(f"best_of_n needs n >= 1 (got {n})")
+    t0 = time.perf_counter()
+    rows = backend([messages] * n, temperature=temperature, seed=[seed + i for i in range(n)])
+    i, code, rep, _judged = _pick(rows, judge)
+    return Outcome(rows[i]["text"], code, rep.ok, len(rep.errors), [f.to_dict() for f in rep.errors], n, 0,
+                   sum(int(r.get("completion_tokens", 0)) for r in rows), time.perf_counter() - t0)
+
+
+def repair(messages: list[dict[str, str]], backend: Backend, judge: Judge, *, rounds: int = 2,
+           start: Outcome | None = None, **kw: Any) -> Outcome:
+    """Feed the validator's findings back as a follow-up turn, up to ``rounds`` times or until valid.
+
+    ``start`` is a first answer from another strategy (best-of-n, then repair of the best); else a direct one.
+    """
+    if rounds < 0:
+        raise ValueError(f"repair needs rounds >= 0 (got {rounds})")
+    t0 = time.perf_counter()
+    cur = start or direct(messages, backend, judge)
+    conv = list(messages)
+    history: list[dict[str, str]] = []
+    used = 0
+    tokens, cands = cur.completion_tokens, cur.candidates
+    while not cur.valid and used < rounds:
+        errors = [Finding.from_dict(d) for d in cur.findings]
+        turn = [{"role": "assistant", "content": cur.text}, {"role": "user", "content": format_findings(errors)}]
+        conv += turn
+        history += turn
+        row = backend([conv], temperature=0.0, seed=0)[0]
+        used += 1
+        code, rep = _judge_text(judge, row["text"])
+        tokens += int(row.get("completion_tokens", 0))
+        cands += 1
+        cur = Outcome(row["text"], code, rep.ok, len(rep.errors), [f.to_dict() for f in rep.errors], cands, used,
+                      tokens, 0.0)
+    cur.seconds = time.perf_counter() - t0 + (start.seconds if start else 0.0)
+    cur.history = history
+    return cur
+
+
+def best_of_n_repair(messages: list[dict[str, str]], backend: Backend, judge: Judge, *, n: int = 4,
+                     rounds: int = 2, temperature: float = 0.7, seed: int = 0, **_: Any) -> Outcome:
+    """Best-of-n, then repair of the best."""
+    first = best_of_n(messages, backend, judge, n=n, temperature=temperature, seed=seed)
+    return repair(messages, backend, judge, rounds=rounds, start=first)
+
+
+STRATEGIES: dict[str, Callable[..., Outcome]] = {
+    "direct": direct,
+    "best_of_n": best_of_n,
+    "repair": repair,
+    "best_of_n_repair": best_of_n_repair,
+}
+
+
+def run_strategy(name: str, messages: list[dict[str, str]], backend: Backend, judge: Judge, **kw: Any) -> Outcome:
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {sorted(STRATEGIES)}, got {name!r}")
+    return STRATEGIES[name](messages, backend, judge, **kw)
+
+
+def engine_backend(engine: Any, *, max_tokens: int, top_p: float = 1.0, copy_ids: bool = False) -> Backend:
+    """A backend over the in-process continuous-batching engine: every conversation of a call in one batch.
+
+    ``seed`` is one int for all, or one per conversation (best-of-n seeds its candidates seed+i). ``copy_ids``:
+    the answer's ids are copied from the request (the conversation's first user turn; see serve.copy_ids).
+    """
+    from airflow_net.serve.copy_ids import request_id_roles
+    from airflow_net.serve.engine import SamplingParams
+    from airflow_net.serve.generation import _request_text, _row
+
+    def complete(conversations: list[list[dict[str, str]]], *, temperature: float = 0.0,
+                 seed: int | list[int] = 0) -> list[dict[str, Any]]:
+        seeds = seed if isinstance(seed, list) else [seed] * len(conversations)
+        prompts = [engine.render_chat(m) for m in conversations]
+        ids = [request_id_roles(_request_text(m)) if copy_ids else () for m in conversations]
+        params = [SamplingParams(max_tokens=max(1, min(max_tokens, engine.n_ctx - len(engine.tokenize(p)))),
+                                 temperature=temperature, top_p=top_p, seed=s, copy_ids=i)
+                  for p, s, i in zip(prompts, seeds, ids, strict=True)]
+        return [_row(c) for c in engine.generate_many(prompts, params)]
+
+    return complete

@@ -1,0 +1,144 @@
+"""Generation strategies over a scripted backend and the real dagcheck judge."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_net.generate.strategies import Outcome, dagcheck_judge, format_findings, run_strategy
+
+VALID = '''```python
+from datetime import datetime
+
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG(dag_id="d", start_date=datetime(2024, 1, 1), schedule=None):
+    a = EmptyOperator(task_id="a")
+    b = EmptyOperator(task_id="b")
+    a >> b
+```'''
+BROKEN = "```python\nfrom airflow.sdk import DAG\nwith DAG(dag_id='d'\n```"  # syntax error
+
+
+class Scripted:
+    """A backend answering from a script keyed by (temperature, seed); records every call."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls: list[tuple[list, float, object]] = []
+
+    def __call__(self, conversations, *, temperature=0.0, seed=0):
+        self.calls.append((conversations, temperature, seed))
+        seeds = seed if isinstance(seed, list) else [seed] * len(conversations)
+        return [{"text": self.answer(c, temperature, s), "completion_tokens": 5} for c, s in zip(conversations, seeds, strict=True)]
+
+
+MSG = [{"role": "user", "content": "make a dag"}]
+JUDGE = dagcheck_judge(3)
+
+
+def test_judge_tells_valid_from_broken():
+    from airflow_net.evaluate.metrics import extract_code
+
+    assert JUDGE(extract_code(VALID)).ok
+    assert not JUDGE(extract_code(BROKEN)).ok
+
+
+def test_best_of_n_one_batch_first_valid_and_deterministic():
+    # candidates seeded 10..13; seeds 12 and 13 give valid answers: the first valid in order (seed 12) wins
+    def answer(conv, temp, seed):
+        return VALID.replace('"d"', f'"d{seed}"') if seed >= 12 else BROKEN
+
+    be = Scripted(answer)
+    out = run_strategy("best_of_n", MSG, be, JUDGE, n=4, seed=10, temperature=0.8)
+    assert len(be.calls) == 1 and len(be.calls[0][0]) == 4 and be.calls[0][2] == [10, 11, 12, 13]
+    assert out.valid and 'dag_id="d12"' in out.code and out.candidates == 4
+    again = run_strategy("best_of_n", MSG, Scripted(answer), JUDGE, n=4, seed=10, temperature=0.8)
+    assert again.code == out.code
+
+
+def test_best_of_n_stops_judging_at_first_valid():
+    judged = []
+
+    def judge(code):
+        judged.append(code)
+        return JUDGE(code)
+
+    be = Scripted(lambda c, t, s: VALID if s == 1 else BROKEN)
+    out = run_strategy("best_of_n", MSG, be, judge, n=4, seed=0)
+    assert out.valid and len(judged) == 2  # seeds 0 (broken), 1 (valid); 2 and 3 never judged
+
+
+def test_best_of_n_falls_back_to_fewest_errors():
+    be = Scripted(lambda c, t, s: BROKEN)
+    out = run_strategy("best_of_n", MSG, be, JUDGE, n=3, seed=0)
+    assert not out.valid and out.errors >= 1 and out.candidates == 3
+
+
+def test_repair_feeds_back_exactly_the_findings_and_stops_after_rounds():
+    be = Scripted(lambda c, t, s: BROKEN)
+    out = run_strategy("repair", MSG, be, JUDGE, rounds=2)
+    assert not out.valid and out.rounds == 2 and len(be.calls) == 3  # first answer + 2 repairs, no more
+    # each follow-up turn is exactly the validator's findings on the answer before it
+    from airflow_net.dagcheck.findings import Report
+    from airflow_net.evaluate.metrics import extract_code
+
+    rep: Report = JUDGE(extract_code(BROKEN))
+    expected = format_findings(rep.errors)
+    conv = be.calls[2][0][0]
+    assert conv[:1] == MSG and [m["role"] for m in conv] == ["user", "assistant", "user", "assistant", "user"]
+    assert conv[2]["content"] == expected and conv[4]["content"] == expected
+    for f in rep.errors:
+        assert f"{f.code} line {f.line}: {f.message}" in expected
+
+
+def test_repair_stops_when_valid():
+    def answer(conv, temp, seed):
+        return VALID if len(conv) > 1 else BROKEN
+
+    be = Scripted(answer)
+    out = run_strategy("repair", MSG, be, JUDGE, rounds=5)
+    assert out.valid and out.rounds == 1 and len(be.calls) == 2
+
+
+def test_repair_of_valid_direct_sends_nothing():
+    be = Scripted(lambda c, t, s: VALID)
+    out = run_strategy("repair", MSG, be, JUDGE, rounds=3)
+    assert isinstance(out, Outcome) and out.valid and out.rounds == 0 and len(be.calls) == 1
+
+
+def test_compose_best_of_n_then_repair():
+    def answer(conv, temp, seed):
+        return VALID if len(conv) > 1 else BROKEN
+
+    be = Scripted(answer)
+    out = run_strategy("best_of_n_repair", MSG, be, JUDGE, n=3, rounds=2)
+    assert out.valid and out.rounds == 1 and out.candidates == 4
+
+
+def test_unknown_strategy():
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        run_strategy("nope", MSG, Scripted(lambda *a: VALID), JUDGE)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", ["direct", "best_of_n", "repair"])
+def test_cli_generate_with_strategy(tmp_path, capsys, strategy):
+    """`airflow-net generate --strategy` over the in-process engine on the tiny bigram GGUF (greedy: a valid DAG)."""
+    from pathlib import Path
+
+    from airflow_net.cli import main
+    from tests.support import tiny_gguf
+
+    if not tiny_gguf.available():
+        pytest.skip("vendored gguf-py missing")
+    model = tiny_gguf.build(tmp_path / "tiny.gguf")
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", tiny_gguf.INSTRUCTION, "--model", str(model), "--params", str(params),
+              "--strategy", strategy, "-n", "2", "--max-tokens", "200"])
+    out, err = capsys.readouterr()
+    assert f"# strategy: {strategy};" in err and "# dagcheck:" in err, err
+    assert "candidates: " + ("2" if strategy == "best_of_n" else "1") in err
+    if strategy != "best_of_n":  # greedy reproduces the teacher's DAG
+        assert out == tiny_gguf.DAG and exc.value.code == 0
