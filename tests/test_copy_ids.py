@@ -171,5 +171,7 @@ def test_each_place_takes_the_ids_of_its_role(index: VocabIndex) -> None:
     assert set(c.allowed('with DAG(dag_id="')[1].tolist()) == tok("s", "sales")
     assert set(c.allowed('X(task_id="')[1].tolist()) == tok("l", "load", "load_")
     assert c.violates("X(task_id=", '"sales_daily"') and not c.violates("DAG(dag_id=", '"sales_daily"')
-    # a role the request named nothing for takes any id
-    assert set(c.allowed('TaskGroup("')[1].tolist()) == tok("l", "load", "load_", "s", "sales")
+    # a role the request named nothing for is left to the model
+    assert c.allowed('TaskGroup("') is None and not c.violates("TaskGroup(", '"my"')
+    only_dag = IdConstraint(index, ("dag:sales_daily",))
+    assert only_dag.allowed('X(task_id="') is None and not only_dag.violates("X(task_id=", '"extract"')

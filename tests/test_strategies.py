@@ -116,6 +116,39 @@ def test_compose_best_of_n_then_repair():
     assert out.valid and out.rounds == 1 and out.candidates == 4
 
 
+def test_templated_renders_every_corpus_spec_valid_and_as_requested():
+    """The canonical request of each synthetic spec renders through the factory, passes dagcheck and re-extracts to
+    the spec's structure, without a model token; nothing falls back."""
+    from airflow_net.dagcheck import extract_structure
+    from airflow_net.data.canonical import format_canonical
+    from airflow_net.data.factory import generate
+
+    backend = Scripted(lambda *_: pytest.fail("templated must not call the model for a canonical request"))
+    for spec, _ in generate(150, seed=5, airflow3_share=0.7, max_tasks=4):
+        req = [{"role": "user", "content": format_canonical(spec)}]
+        out = run_strategy("templated", req, backend, dagcheck_judge(spec.airflow), airflow=spec.airflow)
+        assert out.valid and not out.fallback and out.candidates == 0 and out.completion_tokens == 0, out.findings
+        assert extract_structure(out.code).to_dict() == spec.structure().to_dict(), format_canonical(spec)
+    assert backend.calls == []
+
+
+def test_templated_uses_the_reformulation_then_falls_back():
+    backend = Scripted(lambda c, t, s: VALID)
+    person = [{"role": "user", "content": "hey can u make the dag orders_sync, every 15 min: pull_orders then load"}]
+    # the request itself does not parse, its reformulation does: rendered, no model call
+    seen = []
+    out = run_strategy("templated", person, backend, JUDGE,
+                       reformulate=lambda t: seen.append(t) or "dag orders_sync | schedule */15 * * * * | "
+                                                                "pull_orders[Bash] >> load[@task]")
+    assert seen == [person[0]["content"]] and out.valid and not out.fallback and backend.calls == []
+    assert "orders_sync" in out.code and "pull_orders" in out.code
+    # neither parses: the fallback strategy answers, and says so
+    out = run_strategy("templated", person, backend, JUDGE, reformulate=lambda t: "not canonical", fallback="direct")
+    assert out.fallback and out.valid and out.candidates == 1 and len(backend.calls) == 1
+    with pytest.raises(ValueError, match="fallback"):
+        run_strategy("templated", person, backend, JUDGE, fallback="templated")
+
+
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="strategy must be one of"):
         run_strategy("nope", MSG, Scripted(lambda *a: VALID), JUDGE)

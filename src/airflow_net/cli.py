@@ -29,7 +29,24 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     strategy = args.strategy or g.strategy
     n = args.n or g.best_of_n
     endpoint = args.endpoint or g.endpoint
-    if endpoint:
+    reformulate = None
+    if args.rewrite:  # the reformulator first: a person's request -> the canonical request
+        from airflow_net.rewrite.runtimes import load as load_rewriter
+
+        rewriter = load_rewriter("torch-fp32", args.rewrite, threads=1)
+
+        def reformulate(text: str) -> str:
+            gen = rewriter.generate([text], max_new_tokens=p.rewrite.evaluate.max_new_tokens)
+            print(f"# rewrite ({gen.ms[0]:.0f} ms): {gen.texts[0]}", file=sys.stderr)
+            return gen.texts[0]
+
+        if strategy != "templated":  # the DAG model gets the concise request (it is trained on that style too)
+            request = reformulate(request)
+    if strategy == "templated" and not (endpoint or args.model):
+        def backend(*_a, **_k):  # noqa: ANN202
+            raise UserError("the request did not render as a canonical request: pass --model (a GGUF) or --endpoint"
+                            f" for generate.templated_fallback ({g.templated_fallback})")
+    elif endpoint:
         from airflow_net.generate.endpoint import endpoint_backend
 
         backend = endpoint_backend(endpoint, model=g.endpoint_model, max_tokens=args.max_tokens or g.max_tokens,
@@ -43,12 +60,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                  copy_ids=g.copy_ids and not args.no_copy_ids)
     out = run_strategy(strategy, to_messages(p.prepare.system_prompt, request), backend, dagcheck_judge(args.airflow),
                        n=n, rounds=g.repair_rounds if args.rounds is None else args.rounds,
-                       temperature=g.sample_temperature, seed=p.seed)
+                       temperature=g.sample_temperature, seed=p.seed, reformulate=reformulate,
+                       fallback=g.templated_fallback, airflow=args.airflow)
     print(out.code, end="")
     report = check_source(out.code, airflow=args.airflow)
     print(f"# dagcheck: {'valid' if report.ok else 'INVALID'}"
           + "".join(f"\n#   {f.code} line {f.line}: {f.message}" for f in report.findings), file=sys.stderr)
-    print(f"# strategy: {strategy}; candidates: {out.candidates}; repair rounds: {out.rounds}; "
+    print(f"# strategy: {strategy}{' (fell back to ' + g.templated_fallback + ')' if out.fallback else ''}; "
+          f"candidates: {out.candidates}; repair rounds: {out.rounds}; "
           f"tokens: {out.completion_tokens}; time: {out.seconds:.2f} s", file=sys.stderr)
     return 0 if report.ok else 1
 
@@ -73,11 +92,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
                    "(default: generate.endpoint; the key comes from the env variable named by generate.api_key_env)")
     g.add_argument("--params", default="params.yaml")
     g.add_argument("--max-tokens", type=int, default=0)
-    g.add_argument("--strategy", default=None, choices=("direct", "best_of_n", "repair", "best_of_n_repair"), help="direct | best_of_n | repair | best_of_n_repair "
+    g.add_argument("--strategy", default=None, choices=("direct", "best_of_n", "repair", "best_of_n_repair", "templated"),
+                   help="direct | best_of_n | repair | best_of_n_repair | templated "
                    "(default: generate.strategy in the params)")
     g.add_argument("-n", type=int, default=0, help="best_of_n's candidates (default: generate.best_of_n)")
     g.add_argument("--rounds", type=int, default=None, help="repair rounds (default: generate.repair_rounds)")
     g.add_argument("--airflow", type=int, choices=(2, 3), default=3)
+    g.add_argument("--rewrite", nargs="?", const="models/rewrite/finetuned", default=None, metavar="DIR",
+                   help="reformulate the request first with the rewrite model (default DIR: models/rewrite/finetuned);"
+                        " templated renders the reformulation, the others send it to the DAG model")
     g.add_argument("--no-copy-ids", action="store_true",
                    help="let the model choose its ids (default: generate.copy_ids, ids copied from the request)")
     handlers["generate"] = _cmd_generate

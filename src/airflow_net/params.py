@@ -214,7 +214,9 @@ class GenerateParams(_Section):
     # the answer's dag/task/group ids are copied from the identifiers the request names (a decoding constraint)
     copy_ids: bool = True
     # generation strategy (airflow_net.generate.strategies.STRATEGIES): what `airflow-net generate` uses by default
-    strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair"] = "direct"
+    strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated"] = "direct"
+    # templated: what answers a request that does not render (not canonical, nor its reformulation)
+    templated_fallback: Literal["direct", "best_of_n", "repair", "best_of_n_repair"] = "direct"
     best_of_n: int = Field(4, ge=1, le=64)  # candidates sampled together in one batch by best_of_n
     sample_temperature: float = Field(0.7, gt=0, le=2)  # best_of_n's sampling temperature (candidates must differ)
     repair_rounds: int = Field(2, ge=0, le=10)  # follow-up turns with dagcheck's findings, at most

@@ -49,6 +49,7 @@ class Outcome:
     completion_tokens: int
     seconds: float
     history: list[dict[str, str]] = field(default_factory=list)  # the follow-up turns repair sent
+    fallback: bool = False  # templated only: the request did not render, another strategy answered
 
 
 def _judge_text(judge: Judge, text: str) -> tuple[str, Report]:
@@ -144,11 +145,40 @@ def best_of_n_repair(messages: list[dict[str, str]], backend: Backend, judge: Ju
     return repair(messages, backend, judge, rounds=rounds, start=first)
 
 
+def templated(messages: list[dict[str, str]], backend: Backend, judge: Judge, *,
+              reformulate: Callable[[str], str] | None = None, fallback: str = "direct", airflow: int = 3,
+              **kw: Any) -> Outcome:
+    """The request as a canonical request (as written, or as ``reformulate`` rewrites it, e.g. the rewrite model),
+    parsed into a spec and rendered by the corpus factory's renderer: valid by construction, no model tokens.
+    A request that does not parse (nor its reformulation) is answered by the ``fallback`` strategy instead."""
+    from airflow_net.data.canonical import canonical_to_dag_source
+    from airflow_net.serve.generation import _request_text
+
+    if fallback == "templated" or fallback not in STRATEGIES:
+        raise ValueError(f"templated's fallback must be one of the LLM strategies, got {fallback!r}")
+    t0 = time.perf_counter()
+    request = _request_text(messages)
+    tries = [request] + ([reformulate(request)] if reformulate is not None else [])
+    for text in tries:
+        try:
+            source = canonical_to_dag_source(text.strip(), airflow=airflow)
+        except ValueError:  # CanonicalError, or a fact the renderer cannot express
+            continue
+        answer = f"```python\n{source.strip()}\n```"
+        code, rep = _judge_text(judge, answer)
+        return Outcome(answer, code, rep.ok, len(rep.errors), [f.to_dict() for f in rep.errors], 0, 0, 0,
+                       time.perf_counter() - t0)
+    out = STRATEGIES[fallback](messages, backend, judge, **kw)
+    out.fallback = True
+    return out
+
+
 STRATEGIES: dict[str, Callable[..., Outcome]] = {
     "direct": direct,
     "best_of_n": best_of_n,
     "repair": repair,
     "best_of_n_repair": best_of_n_repair,
+    "templated": templated,
 }
 
 

@@ -53,7 +53,7 @@ _DAG_BEFORE = re.compile(
     r"|create|build|write|make)\s*[`\"']?$", re.I)
 _DAG_AFTER = re.compile(
     r"^[`\"']?\s*(?:(?:,|\(|:)?\s*(?:an?\s+)?(?:airflow\s*[\d.x]+\)?:?\s*)?(?:a\s+)?dag\b|as\s+(?:the\s+)?dag)", re.I)
-_GROUP_BEFORE = re.compile(r"\b(?:task ?group|group)\b[^.;:\n]{0,12}$", re.I)
+_GROUP_BEFORE = re.compile(r"\b(?:task ?groups?|groups?)\b[^.;:\n]{0,12}$", re.I)
 
 
 def _kind(m: re.Match) -> str:
@@ -145,8 +145,8 @@ class IdConstraint:
     """The per-request constraint: given the answer so far, the tokens allowed next (None: no constraint).
 
     ``identifiers`` are plain ids (any place may take them) or ``role:id`` (see :func:`request_id_roles`): a
-    dag place takes the dag ids, a group place the group ids, a task place the task ids, each falling back to
-    every id when the request named none of that role.
+    dag place takes the dag ids, a group place the group ids, a task place the task ids. A place whose role the
+    request named no id for is left to the model (a request that names its DAG but not its tasks).
     """
 
     def __init__(self, index: VocabIndex, identifiers: Sequence[str]) -> None:
@@ -160,16 +160,21 @@ class IdConstraint:
             else:
                 plain.append(item)
         self.ids = tuple(dict.fromkeys([*plain, *(i for r in ROLES for i in by_role[r])]))
-        self.roles = {r: tuple(dict.fromkeys([*by_role[r], *plain])) or self.ids for r in ROLES}
+        self.roles = {r: tuple(dict.fromkeys([*by_role[r], *plain])) for r in ROLES}
         self._cache: dict[tuple, np.ndarray | None] = {}
 
     def _unused(self, answer: str, role: str) -> tuple[str, ...]:
-        """The ids of this role no earlier place in the answer holds (all of them once every one is used)."""
+        """The ids of this role no earlier place in the answer holds (all of them once every one is used);
+        empty: the request named none of this role, and the place is free."""
+        if not self.roles[role]:
+            return ()
         used = {m.group("p") for rx in (_CLOSED_STRING, _CLOSED_DEF) for m in rx.finditer(answer)}
         left = tuple(i for i in self.roles[role] if i not in used)
         return left or self.roles[role]
 
     def _complete(self, partial: str, close: str, ids: tuple[str, ...], lead: str = "") -> np.ndarray | None:
+        if not ids:
+            return None
         key = ("c", partial, close, ids, lead)
         if key not in self._cache:
             allowed: set[int] = set()
@@ -183,6 +188,8 @@ class IdConstraint:
 
     def _open(self, ids: tuple[str, ...]) -> np.ndarray | None:
         """Before the quote: tokens that start with a quote must be a quote + the start of one of ``ids``."""
+        if not ids:
+            return None
         key = ("o", ids)
         if key not in self._cache:
             ok: set[int] = set()
@@ -207,11 +214,12 @@ class IdConstraint:
             m = rx.search(window)
             if m and m.group("p"):
                 ids = self._unused(answer, _kind(m))
-                if not any(i.startswith(m.group("p")) for i in ids):
+                if ids and not any(i.startswith(m.group("p")) for i in ids):
                     return True
         for rx in (_CLOSED_STRING, _CLOSED_DEF):
             for m in rx.finditer(window):
-                if m.end() > start and m.group("p") not in self._unused(answer, _kind(m)):
+                ids = self._unused(answer, _kind(m)) if m.end() > start else ()
+                if ids and m.group("p") not in ids:
                     return True
         return False
 
