@@ -53,7 +53,9 @@ def main() -> None:
     with atomic_path(args.out) as tmp:
         save_model(model, tok, tmp)
         write_meta(tmp, params={"seed": p.seed, "rewrite.train": tp.model_dump()},
-                   inputs={"data": args.data, "base": args.base}, curve=curve)
+                   inputs={"data": args.data, "base": args.base},
+                   # the curve without its timings: those are run facts (the plot CSV keeps them)
+                   curve=[{k: v for k, v in row.items() if k != "seconds"} for row in curve])
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     with open(args.plot, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(curve[0]))

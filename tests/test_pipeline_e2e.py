@@ -108,6 +108,20 @@ def test_rewrite_stages_compare_base_and_finetuned(pipeline) -> None:
     assert cfg["tie_word_embeddings"] is False and cfg["feed_forward_proj"] == "gated-gelu"
 
 
+def test_every_strategy_ran_on_the_same_requests(pipeline) -> None:
+    repo, _ = pipeline
+    names = ["direct", "best_of_n", "repair", "templated"]
+    answers = {}
+    for name in names:
+        m = json.loads((repo / f"metrics/strategies/{name}.json").read_text())
+        assert m["strategy"] == name and m["describer"]["n"] == m["person"]["n"] == 2
+        assert 0 <= m["all"]["valid_rate_lo"] <= m["all"]["valid_rate"] <= m["all"]["valid_rate_hi"] <= 1
+        rows = [json.loads(x) for x in (repo / f"reports/strategies/{name}/answers.jsonl").read_text().splitlines()]
+        answers[name] = [(r["uid"], r["group"]) for r in rows]
+    assert all(a == answers["direct"] for a in answers.values())
+    assert "Generation strategies side by side" in (repo / "reports/summary/README.md").read_text()
+
+
 def test_base_never_pretrained_on_val_or_test_dags(pipeline) -> None:
     repo, _ = pipeline
     held_out = set()
@@ -268,7 +282,9 @@ def test_changing_quant_type_reruns_only_export_and_after(pipeline) -> None:
     proc = run([DVC, "repro"], repo, env)
     ran = ran_stages(proc.stdout + proc.stderr)
     # report reads only metrics files: it reruns when the new answers change a metric (eval.json's bytes)
-    assert {"export", "generate", "evaluate", "bench"} <= ran <= {"export", "generate", "evaluate", "report", "bench"}, ran
+    strategies = {f"strategies@{n}" for n in ("direct", "best_of_n", "repair", "templated")}
+    assert {"export", "generate", "evaluate", "bench"} <= ran, ran
+    assert ran <= {"export", "generate", "evaluate", "report", "bench"} | strategies, ran
     meta = json.loads((repo / "models/gguf/meta.json").read_text())
     assert "Q4_K_M" in meta["files"]["finetuned_quantized"]
     assert json.loads(run([DVC, "status", "--json"], repo, env).stdout) == {}

@@ -363,6 +363,16 @@ class RewriteParams(_Section):
     bench: RewriteBenchParams = Field(default_factory=RewriteBenchParams)
 
 
+class StrategiesParams(_Section):
+    """The generation strategies side by side (issue 16): dvc.yaml's `strategies` foreach stage."""
+
+    names: list[Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated"]] = Field(
+        default_factory=lambda: ["direct", "best_of_n", "repair", "templated"], min_length=1)
+    sample: int = Field(20, ge=1)  # test DAGs: one describer-written and one person-style request each
+    rewrite_model: bool = True  # templated: reformulate with models/rewrite/finetuned what is not canonical
+    bootstrap_resamples: int = Field(1000, ge=100)
+
+
 class Params(_Section):
     seed: int = 42
     corpus: CorpusParams = Field(default_factory=CorpusParams)
@@ -378,6 +388,7 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     bench: BenchParams = Field(default_factory=BenchParams)
     rewrite: RewriteParams = Field(default_factory=RewriteParams)
+    strategies: StrategiesParams = Field(default_factory=StrategiesParams)
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

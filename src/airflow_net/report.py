@@ -228,6 +228,70 @@ def evaluation_sections(ev: dict[str, Any], examples: dict[str, Any]) -> list[st
     return lines
 
 
+def load_strategies(metrics: Path) -> dict[str, dict[str, Any]]:
+    """metrics/strategies/<name>.json of the strategies stage, by strategy name (empty when it has not run)."""
+    folder = metrics / "strategies"
+    return {f.stem: _load(f) for f in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def strategies_section(strategies: dict[str, dict[str, Any]]) -> list[str]:
+    """One table: each strategy on the same requests, by request group, with what a valid DAG cost."""
+    if not strategies:
+        return []
+    lines = ["## Generation strategies side by side", "",
+             "The fine-tuned model on the same test DAGs, asked once as the describer wrote it and once as a person "
+             "would (the noiser); `metrics/strategies/<name>.json`. Cost per valid DAG: all the time (or tokens) "
+             "spent, divided by the valid DAGs it bought.", "",
+             "| strategy | requests | valid rate [95% CI] | structural F1 | dag_id | s / request | s / valid DAG "
+             "| tokens / request | candidates | rounds | fell back |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in strategies.items():
+        for group in ("describer", "person", "all"):
+            g = m.get(group)
+            if not g:
+                continue
+            lines.append(
+                f"| {name} | {group} ({g['n']}) | {g['valid_rate']:.3f} [{g['valid_rate_lo']:.3f}, "
+                f"{g['valid_rate_hi']:.3f}] | {g['structural_f1']:.3f} | {g['dag_id_match']:.3f} | "
+                f"{g['seconds_per_request']:.2f} | {_num(g['seconds_per_valid_dag'], '.2f')} | "
+                f"{g['tokens_per_request']:.0f} | {g['candidates_per_request']:.2f} | {g['rounds_per_request']:.2f} | "
+                f"{g['fallback_rate']:.2f} |")
+    return lines + [""]
+
+
+def plot_strategies(strategies: dict[str, dict[str, Any]], out: Path) -> list[str]:
+    """Valid rate (with its interval) against seconds per request, one point per strategy and request group."""
+    if not strategies:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for group, marker in (("describer", "o"), ("person", "s")):
+        for name, m in strategies.items():
+            g = m.get(group)
+            if not g:
+                continue
+            y, lo, hi = g["valid_rate"], g["valid_rate_lo"], g["valid_rate_hi"]
+            ax.errorbar([g["seconds_per_request"]], [y], yerr=[[y - lo], [hi - y]], fmt=marker, capsize=3)
+            ax.annotate(f"{name} ({group})", (g["seconds_per_request"], y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("seconds per request")
+    ax.set_ylabel("valid rate (95% CI)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("strategies: validity against time")
+    fig.tight_layout()
+    fig.savefig(out / "strategies.png", dpi=110)
+    plt.close(fig)
+    return ["strategies.png"]
+
+
 def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = None) -> Path:
     """Render reports/summary/README.md (+ PNGs) from the metrics and plot files."""
     out.mkdir(parents=True, exist_ok=True)
@@ -237,7 +301,8 @@ def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = 
     prep = _load(metrics / "prepare.json")
     exp = _load(metrics / "export.json")
     examples = _load(eval_dir / "examples.json") if eval_dir else {}
-    images = plot_losses(plots, out) + plot_compare(ev, out) + plot_complexity(ev, out)
+    strategies = load_strategies(metrics)
+    images = plot_losses(plots, out) + plot_compare(ev, out) + plot_complexity(ev, out) + plot_strategies(strategies, out)
 
     lines = ["# AirflowNet run report", ""]
     if ev:
@@ -255,6 +320,7 @@ def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = 
         lines.append("")
         if "finetuned" in ev:
             lines += evaluation_sections(ev, examples)
+    lines += strategies_section(strategies)
     for img in images:
         lines += [f"![{img}]({img})", ""]
     if prep.get("train"):
