@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +53,10 @@ def main() -> None:
     secs = time.time() - t0
     with atomic_path(args.out) as tmp:
         save_model(model, tok, tmp)
+        # the fast tokenizer saves tokenizer.json alone; llama.cpp's and CTranslate2's converters need spiece.model
+        spm = Path(args.base) / "spiece.model"
+        if spm.is_file() and not (tmp / "spiece.model").is_file():
+            shutil.copyfile(spm, tmp / "spiece.model")
         write_meta(tmp, params={"seed": p.seed, "rewrite.train": tp.model_dump()},
                    inputs={"data": args.data, "base": args.base},
                    # the curve without its timings: those are run facts (the plot CSV keeps them)

@@ -87,6 +87,7 @@ def test_every_stage_wrote_its_outputs(pipeline) -> None:
                  "data/generated/base.jsonl", "data/generated/finetuned.jsonl", "reports/eval/per_dag.csv",
                  "reports/summary/README.md", "dvc.lock", "data/rewrite/test.jsonl", "models/rewrite/base/spiece.model",
                  "models/rewrite/finetuned/model.safetensors", "models/rewrite/finetuned/meta.json",
+                 "models/rewrite/finetuned/spiece.model",
                  "reports/rewrite/per_pair.csv"]:
         assert (repo / path).exists(), path
     pairs = [json.loads(x) for x in (repo / "data/instructions/pairs.jsonl").read_text().splitlines()]
