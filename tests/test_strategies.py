@@ -52,6 +52,7 @@ def test_best_of_n_one_batch_first_valid_and_deterministic():
     be = Scripted(answer)
     out = run_strategy("best_of_n", MSG, be, JUDGE, n=4, seed=10, temperature=0.8)
     assert len(be.calls) == 1 and len(be.calls[0][0]) == 4 and be.calls[0][2] == [10, 11, 12, 13]
+    assert be.calls[0][1] == [0.0, 0.8, 0.8, 0.8]  # the greedy answer first, then samples
     assert out.valid and 'dag_id="d12"' in out.code and out.candidates == 4
     again = run_strategy("best_of_n", MSG, Scripted(answer), JUDGE, n=4, seed=10, temperature=0.8)
     assert again.code == out.code
@@ -90,6 +91,18 @@ def test_repair_feeds_back_exactly_the_findings_and_stops_after_rounds():
     assert conv[2]["content"] == expected and conv[4]["content"] == expected
     for f in rep.errors:
         assert f"{f.code} line {f.line}: {f.message}" in expected
+
+
+def test_repair_keeps_the_best_answer_when_a_round_makes_it_worse():
+    two_errors = "```python\nfrom airflow.sdk import DAG\nwith DAG(dag_id='d', schedule=None):\n    x = y + z\n```"
+    worse = "```python\nimport\n```"  # a syntax error: the repaired answer is worse than the first one
+
+    def answer(conv, temp, seed):
+        return two_errors if len(conv) == 1 else worse
+
+    out = run_strategy("repair", MSG, Scripted(answer), JUDGE, rounds=2)
+    assert "x = y + z" in out.code  # the first answer parses; the repaired one does not
+    assert out.rounds == 2 and out.candidates == 3 and not out.valid
 
 
 def test_repair_stops_when_valid():

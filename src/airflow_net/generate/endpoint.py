@@ -69,11 +69,12 @@ def endpoint_backend(url: str, *, model: str = "default", max_tokens: int = 768,
             time.sleep(wait)
         raise EndpointError(f"{target}: still failing after {attempts} attempts ({last})")
 
-    def complete(conversations: list[list[dict[str, str]]], *, temperature: float = 0.0,
+    def complete(conversations: list[list[dict[str, str]]], *, temperature: float | list[float] = 0.0,
                  seed: int | list[int] = 0) -> list[dict[str, Any]]:
         seeds = seed if isinstance(seed, list) else [seed] * len(conversations)
+        temps = temperature if isinstance(temperature, list) else [temperature] * len(conversations)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             # map keeps input order; each conversation is one task: no answer lost or duplicated
-            return list(pool.map(lambda cs: one(cs[0], temperature, cs[1]), zip(conversations, seeds, strict=True)))
+            return list(pool.map(lambda c: one(c[0], c[2], c[1]), zip(conversations, seeds, temps, strict=True)))
 
     return complete
