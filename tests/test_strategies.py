@@ -76,6 +76,13 @@ def test_best_of_n_falls_back_to_fewest_errors():
     assert not out.valid and out.errors >= 1 and out.candidates == 3
 
 
+def test_best_of_n_prefers_a_candidate_that_parses_over_one_with_fewer_findings():
+    two_errors = "```python\nfrom airflow.sdk import DAG\nwith DAG(dag_id='d', schedule=None):\n    x = y + z\n```"
+    be = Scripted(lambda c, t, s: two_errors if s == 0 else "ner`vm python\nimport")  # a sample that broke early
+    out = run_strategy("best_of_n", MSG, be, JUDGE, n=3, seed=0)
+    assert "x = y + z" in out.code and not out.valid
+
+
 def test_repair_feeds_back_exactly_the_findings_and_stops_after_rounds():
     be = Scripted(lambda c, t, s: BROKEN)
     out = run_strategy("repair", MSG, be, JUDGE, rounds=2)

@@ -58,7 +58,8 @@ def _judge_text(judge: Judge, text: str) -> tuple[str, Report]:
 
 
 def _pick(rows: list[dict[str, Any]], judge: Judge) -> tuple[int, str, Report, int]:
-    """The first valid candidate in input order, else the one with fewest errors (ties: the earliest).
+    """The first valid candidate in input order, else the best of the others: one that parses before one that
+    does not (a broken sample has fewer findings, a single DC001), then fewest errors (ties: the earliest).
 
     Judging stops at the first valid one: candidates after it are never checked. Returns (index, code, report,
     judged).
@@ -70,10 +71,14 @@ def _pick(rows: list[dict[str, Any]], judge: Judge) -> tuple[int, str, Report, i
         judged += 1
         if rep.ok:
             return i, code, rep, judged
-        if best is None or len(rep.errors) < len(best[2].errors):
+        if best is None or _report_rank(rep) > _report_rank(best[2]):
             best = (i, code, rep)
     assert best is not None
     return best[0], best[1], best[2], judged
+
+
+def _report_rank(rep: Report) -> tuple[bool, int]:
+    return (not any(f.code == "DC001" for f in rep.errors), -len(rep.errors))
 
 
 def format_findings(findings: list[Finding]) -> str:
