@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from airflow_net.data.spec import DagSpec, TaskSpec
+from airflow_net.data.spec import DagSpec, TaskSpec, topological_order
 
 NONE_SCHEDULE = "none"
 _ID = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -72,24 +72,10 @@ def full_operator(name: str) -> str:
 
 
 def _topo(ids: list[str], edges: list[tuple[str, str]]) -> list[str]:
-    pos = {t: i for i, t in enumerate(ids)}
-    indeg = dict.fromkeys(ids, 0)
-    for _, b in edges:
-        indeg[b] += 1
-    ready = sorted((t for t in ids if indeg[t] == 0), key=pos.get)
-    out: list[str] = []
-    while ready:
-        u = ready.pop(0)
-        out.append(u)
-        for a, b in edges:
-            if a == u:
-                indeg[b] -= 1
-                if indeg[b] == 0:
-                    ready.append(b)
-                    ready.sort(key=pos.get)
-    if len(out) != len(ids):
-        raise ValueError("the spec's edges contain a cycle: it has no canonical request")
-    return out
+    try:
+        return topological_order(ids, edges)
+    except ValueError:
+        raise ValueError("the spec's edges contain a cycle: it has no canonical request") from None
 
 
 def chains(task_ids: list[str], edges: list[tuple[str, str]]) -> list[list[str]]:

@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from airflow_net.data.spec import DagSpec, TaskSpec
+from airflow_net.data.spec import DagSpec, TaskSpec, topological_order
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,10 @@ class DepPlan:
 
 
 def _topo(ids: list[str], edges: list[tuple[str, str]]) -> list[str]:
-    pos = {t: i for i, t in enumerate(ids)}
-    indeg = {t: 0 for t in ids}
-    for _, b in edges:
-        indeg[b] += 1
-    ready = sorted((t for t in ids if indeg[t] == 0), key=pos.get)
-    out = []
-    while ready:
-        u = ready.pop(0)
-        out.append(u)
-        for a, b in edges:
-            if a == u:
-                indeg[b] -= 1
-                if indeg[b] == 0:
-                    ready.append(b)
-                    ready.sort(key=pos.get)
-    if len(out) != len(ids):
-        raise ValueError("the spec's edges contain a cycle; a DAG cannot be described")
-    return out
+    try:
+        return topological_order(ids, edges)
+    except ValueError:
+        raise ValueError("the spec's edges contain a cycle: a DAG cannot be described") from None
 
 
 def dependency_plan(spec: DagSpec) -> DepPlan:

@@ -93,3 +93,25 @@ def normalize_schedule(s: str | None) -> str | None:
         "@annually": "0 0 1 1 *",
     }
     return presets.get(s, s)
+
+
+def topological_order(ids: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    """Task ids in dependency order, ties broken by their order in ``ids``; ValueError on a cycle."""
+    pos = {t: i for i, t in enumerate(ids)}
+    indeg = dict.fromkeys(ids, 0)
+    for _, b in edges:
+        indeg[b] += 1
+    ready = sorted((t for t in ids if indeg[t] == 0), key=pos.get)
+    out: list[str] = []
+    while ready:
+        u = ready.pop(0)
+        out.append(u)
+        for a, b in edges:
+            if a == u:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+                    ready.sort(key=pos.get)
+    if len(out) != len(ids):
+        raise ValueError("the spec's edges contain a cycle")
+    return out
