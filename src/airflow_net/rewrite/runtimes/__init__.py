@@ -1,12 +1,13 @@
-"""CPU runtimes for the rewrite (T5) model behind one small interface.
+"""CPU runtimes for the rewrite (T5) model behind one small interface (see ``base``).
 
-``load(name, folder, threads)`` returns a :class:`Runtime`; ``generate(queries,
-max_new_tokens)`` returns the texts and each query's milliseconds. Only the
-PyTorch runtimes exist so far (fp32 and dynamic int8); ONNX Runtime,
-CTranslate2 and GGUF are issue 15 part B work still to do.
+A runtime name is ``<family>-<quant>``: ``RUNTIMES`` maps it to its class and ``QUANT`` to the quantization
+the class is given. ``export(name, hf_folder, out_dir)`` writes the runtime's files; ``load(name, folder,
+threads)`` loads them (the Hugging Face folder itself for the PyTorch runtimes).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from airflow_net.rewrite.runtimes.base import Generation, Runtime
 from airflow_net.rewrite.runtimes.torch_runtime import TorchRuntime
@@ -15,13 +16,27 @@ RUNTIMES: dict[str, type[Runtime]] = {
     "torch-fp32": TorchRuntime,
     "torch-int8": TorchRuntime,
 }
+# The quantization each runtime name gives its class (None: full precision).
+QUANT: dict[str, str | None] = {
+    "torch-fp32": None,
+    "torch-int8": "int8",
+}
+
+
+def _check(name: str) -> type[Runtime]:
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}: expected one of {sorted(RUNTIMES)}")
+    return RUNTIMES[name]
+
+
+def export(name: str, hf_folder: str, out_dir: str) -> dict[str, Any]:
+    """Write runtime ``name``'s files for the Hugging Face T5 folder into ``out_dir``; facts for meta.json."""
+    return _check(name).export(hf_folder, out_dir, QUANT[name])
 
 
 def load(name: str, folder: str, threads: int) -> Runtime:
-    """Load the T5 folder with runtime ``name`` at ``threads`` intra-op threads."""
-    if name not in RUNTIMES:
-        raise ValueError(f"unknown runtime {name!r}: expected one of {sorted(RUNTIMES)}")
-    return RUNTIMES[name].load(folder, threads, quant="int8" if name.endswith("int8") else None)
+    """Load runtime ``name`` from ``folder`` (its export, or the HF folder) at ``threads`` intra-op threads."""
+    return _check(name).load(folder, threads, quant=QUANT[name])
 
 
-__all__ = ["RUNTIMES", "Generation", "Runtime", "load"]
+__all__ = ["QUANT", "RUNTIMES", "Generation", "Runtime", "export", "load"]

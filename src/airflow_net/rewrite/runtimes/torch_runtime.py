@@ -12,6 +12,8 @@ from airflow_net.rewrite.runtimes.base import Generation, Runtime
 
 
 class TorchRuntime(Runtime):
+    loads_hf_folder = True
+
     def __init__(self, model, tokenizer, name: str) -> None:
         self.model = model
         self.tokenizer = tokenizer
