@@ -109,6 +109,20 @@ def test_rewrite_stages_compare_base_and_finetuned(pipeline) -> None:
     assert cfg["tie_word_embeddings"] is False and cfg["feed_forward_proj"] == "gated-gelu"
 
 
+def test_rewrite_runtimes_exported_compared_and_benchmarked(pipeline) -> None:
+    repo, _ = pipeline
+    m = json.loads((repo / "metrics/rewrite_export.json").read_text())
+    assert set(m["runtimes"]) == {"torch-fp32", "torch-int8"} and m["skipped"] == 0
+    assert m["runtimes"]["torch-fp32"]["agree_torch_fp32"] == 1.0
+    outputs = [json.loads(x) for x in (repo / "models/rewrite/runtimes/outputs.jsonl").read_text().splitlines()]
+    assert len(outputs) == m["n"] and all({"torch-fp32", "torch-int8", "gold"} <= set(r) for r in outputs)
+    b = json.loads((repo / "metrics/rewrite_bench.json").read_text())
+    rows = {r["runtime"]: r for r in b["rows"]}
+    assert set(rows) == {"torch-fp32", "torch-int8"} and all(r["p50"] <= r["p99"] for r in rows.values())
+    assert rows["torch-fp32"]["cold_start_ms"] > 0 and b["fastest"]["runtime"] in rows
+    assert "latency_cdf.png" in {p.name for p in (repo / "reports/rewrite_bench").iterdir()}
+
+
 def test_every_strategy_ran_on_the_same_requests(pipeline) -> None:
     repo, _ = pipeline
     names = ["direct", "best_of_n", "repair", "templated"]
@@ -254,7 +268,7 @@ def declared_outs(repo: Path) -> dict[str, str | None]:
 
 # Outputs made of run facts by nature (README, "Reproducibility"): the benchmark's report, and the summary report,
 # which renders the metrics files, timings included. Every other out is byte-identical.
-RUN_SPECIFIC_OUTS = {"bench:reports/bench", "report:reports/summary"}
+RUN_SPECIFIC_OUTS = {"bench:reports/bench", "report:reports/summary", "rewrite_bench:reports/rewrite_bench"}
 
 
 def test_a_second_run_writes_byte_identical_outputs(pipeline) -> None:
@@ -269,6 +283,19 @@ def test_a_second_run_writes_byte_identical_outputs(pipeline) -> None:
 
 def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def test_changing_rewrite_quant_reruns_only_the_rewrite_runtimes(pipeline) -> None:
+    repo, env = pipeline
+    assert json.loads(run([DVC, "status", "--json"], repo, env).stdout) == {}
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("torch: [fp32, int8]", "torch: [fp32]"))
+    status = json.loads(run([DVC, "status", "--json"], repo, env).stdout)
+    assert set(status) == {"rewrite_export", "rewrite_bench"}, status
+    proc = run([DVC, "repro"], repo, env)
+    assert ran_stages(proc.stdout + proc.stderr) == {"rewrite_export", "rewrite_bench"}
+    assert set(json.loads((repo / "metrics/rewrite_export.json").read_text())["runtimes"]) == {"torch-fp32"}
+    assert json.loads(run([DVC, "status", "--json"], repo, env).stdout) == {}
 
 
 def test_changing_quant_type_reruns_only_export_and_after(pipeline) -> None:

@@ -127,6 +127,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
     rewrite_cli.add_parser(sub)
     handlers["rewrite"] = rewrite_cli.run
+    from airflow_net.rewrite import bench_cli as rewrite_bench_cli
+
+    rewrite_bench_cli.add_parser(sub)
+    handlers["rewrite-bench"] = rewrite_bench_cli.run
 
     try:  # the validator's CLI, when its package provides one
         from airflow_net.dagcheck import cli as dagcheck_cli

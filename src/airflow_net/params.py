@@ -328,16 +328,28 @@ class RewriteEvaluateParams(_Section):
     num_threads: int = Field(0, ge=0)
 
 
-REWRITE_RUNTIMES = ("torch-fp32", "torch-int8")  # issue 15 part B: ONNX Runtime, CTranslate2, GGUF still to add
+# The quantizations each runtime family supports (a runtime's name is "<family>-<quant>", e.g. gguf-q8_0).
+# rewrite/runtimes registers one class per name; tests/test_rewrite_params.py checks the two agree.
+REWRITE_QUANTS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "int8"),          # PyTorch; int8 = dynamic quantization of the Linear layers
+    "onnx": ("fp32", "int8"),           # ONNX Runtime; int8 = onnxruntime's dynamic quantization
+    "ct2": ("fp32", "int8"),            # CTranslate2
+    "gguf": ("f16", "q8_0", "q4_0"),    # llama.cpp through llama-cpp-python's low-level encoder-decoder calls
+}
+
+
+def rewrite_runtime_names(runtimes: list[str], quant: dict[str, list[str]]) -> list[str]:
+    """The runtime names that rewrite.runtimes x rewrite.quant select, in params order."""
+    return [f"{fam}-{q}" for fam in runtimes for q in quant.get(fam, [])]
 
 
 class RewriteExportParams(_Section):
-    runtimes: list[Literal[REWRITE_RUNTIMES]] = Field(default_factory=lambda: list(REWRITE_RUNTIMES), min_length=1)
-    max_new_tokens: int = Field(48, ge=1)  # greedy length cap when comparing each runtime with PyTorch fp32
+    compare_examples: int | None = Field(100, ge=1)  # test pairs each runtime decodes to compare with torch-fp32
+    max_new_tokens: int = Field(96, ge=1)  # greedy length cap in that comparison (canonical requests ~55 tokens)
+    threads: int = Field(0, ge=0)  # 0: all cores
 
 
 class RewriteBenchParams(_Section):
-    runtimes: list[Literal[REWRITE_RUNTIMES]] = Field(default_factory=lambda: list(REWRITE_RUNTIMES), min_length=1)
     threads: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)  # intra-op threads per runtime
     max_new_tokens: int = Field(24, ge=1)  # generated per query, exactly (EOS ignored): the issue's figure
     queries: int = Field(20, ge=1)  # from the test split, one at a time
@@ -359,8 +371,33 @@ class RewriteParams(_Section):
     model: RewriteModelParams = Field(default_factory=RewriteModelParams)
     train: RewriteTrainParams = Field(default_factory=RewriteTrainParams)
     evaluate: RewriteEvaluateParams = Field(default_factory=RewriteEvaluateParams)
+    # runtime families exported, compared with PyTorch fp32 and benchmarked; rewrite.quant: which
+    # quantizations of each (names "<family>-<quant>"); a family absent from quant exports nothing
+    runtimes: list[Literal["torch", "onnx", "ct2", "gguf"]] = Field(
+        default_factory=lambda: ["torch"], min_length=1)
+    quant: dict[str, list[str]] = Field(default_factory=lambda: {"torch": ["fp32", "int8"]})
     export: RewriteExportParams = Field(default_factory=RewriteExportParams)
     bench: RewriteBenchParams = Field(default_factory=RewriteBenchParams)
+
+    @model_validator(mode="after")
+    def _runtime_names(self) -> RewriteParams:
+        if len(set(self.runtimes)) != len(self.runtimes):
+            raise ValueError(f"rewrite.runtimes lists a family twice: {self.runtimes}")
+        for fam, qs in self.quant.items():
+            if fam not in REWRITE_QUANTS:
+                raise ValueError(f"rewrite.quant.{fam}: unknown runtime family, expected one of {sorted(REWRITE_QUANTS)}")
+            bad = [q for q in qs if q not in REWRITE_QUANTS[fam]]
+            if bad or len(set(qs)) != len(qs):
+                raise ValueError(f"rewrite.quant.{fam}: {qs} - expected distinct values from {list(REWRITE_QUANTS[fam])}")
+        if "torch" not in self.runtimes or "fp32" not in self.quant.get("torch", []):
+            raise ValueError("rewrite.runtimes/quant must include torch fp32: every runtime is compared with it")
+        if not rewrite_runtime_names(self.runtimes, self.quant):
+            raise ValueError("rewrite.runtimes x rewrite.quant selects no runtime")
+        return self
+
+    @property
+    def runtime_names(self) -> list[str]:
+        return rewrite_runtime_names(self.runtimes, self.quant)
 
 
 class StrategiesParams(_Section):

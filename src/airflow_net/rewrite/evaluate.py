@@ -42,7 +42,9 @@ def structural_f1(rewrite: str, spec: dict[str, Any]) -> tuple[float, bool]:
     return prf(facts(got), facts(gold))[2], True
 
 
-def score(preds: list[str], rows: list[dict], loss: float) -> tuple[dict[str, Any], list[dict]]:
+def score(preds: list[str], rows: list[dict], loss: float | None) -> tuple[dict[str, Any], list[dict]]:
+    """Scores of ``preds`` against the rows' gold rewrites; ``loss`` None leaves eval_loss out (a runtime
+    that only decodes, e.g. ONNX Runtime or llama.cpp, has no teacher-forced loss here)."""
     per = []
     for pred, r in zip(preds, rows, strict=True):
         row = {"uid": r.get("uid"), "style": r.get("style"), "exact": pred == r["rewrite"], "rewrite": pred}
@@ -50,7 +52,7 @@ def score(preds: list[str], rows: list[dict], loss: float) -> tuple[dict[str, An
             row["structural_f1"], row["parsed"] = structural_f1(pred, r["spec"])
         per.append(row)
     n = len(rows)
-    out: dict[str, Any] = {"n": n, "eval_loss": round(loss, 4),
+    out: dict[str, Any] = {"n": n, **({"eval_loss": round(loss, 4)} if loss is not None else {}),
                            "rougeL": round(rouge_l(preds, [r["rewrite"] for r in rows]), 4),
                            "exact_match": round(sum(p["exact"] for p in per) / n, 4)}
     with_spec = [p for p in per if "structural_f1" in p]
