@@ -15,6 +15,7 @@ import torch
 from airflow_net import tracking
 from airflow_net.params import load_params
 from airflow_net.rewrite.evaluate import eval_loss, score
+from airflow_net.rewrite.snap import snap
 from airflow_net.rewrite.train import generate
 from airflow_net.utils import atomic_path, banner, read_jsonl, stage_entry, write_json
 
@@ -51,6 +52,13 @@ def main() -> None:
         metrics[which], per = score(preds, rows, loss)
         csv_rows += [{"model": which, **r} for r in per]
         log.info("%s: %s", which, metrics[which])
+    if p.rewrite.snap:
+        # the same answers mended and with the request's ids copied (rewrite/snap.py): what the templated
+        # strategy, generate --rewrite and the chat CLI use; eval_loss is the model's, unchanged
+        snapped = [snap(r["rewrite"], q["query"]) for r, q in zip(per, rows, strict=True)]
+        metrics["finetuned_snapped"], per_s = score(snapped, rows, metrics["finetuned"]["eval_loss"])
+        csv_rows += [{"model": "finetuned_snapped", **r} for r in per_s]
+        log.info("finetuned_snapped: %s", metrics["finetuned_snapped"])
     metrics["gain"] = {k: round(metrics["finetuned"][k] - metrics["base"][k], 4)
                        for k in HEADLINE if k in metrics["base"]}
     with atomic_path(args.out) as tmp:

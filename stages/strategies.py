@@ -46,12 +46,10 @@ def main() -> None:
         if not (Path(args.rewrite) / "config.json").is_file():
             raise UserError(f"{args.rewrite}: no reformulator there (run `dvc repro rewrite_train`), or set "
                             "strategies.rewrite_model: false")
-        from airflow_net.rewrite.runtimes import load as load_rewriter
+        from airflow_net.rewrite.reformulator import Reformulator
 
-        rewriter = load_rewriter("torch-fp32", args.rewrite, threads=1)
-
-        def reformulate(text: str) -> str:
-            return rewriter.generate([text], max_new_tokens=p.rewrite.evaluate.max_new_tokens).texts[0]
+        reformulate = Reformulator(args.rewrite, max_new_tokens=p.rewrite.evaluate.max_new_tokens,
+                                   snap=p.rewrite.snap)
 
     gguf = exported_gguf(args.models, "finetuned", quantized=g.quantized)
     banner(f"{args.strategy}: {len(requests)} requests with {gguf.name}")

@@ -31,14 +31,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     endpoint = args.endpoint or g.endpoint
     reformulate = None
     if args.rewrite:  # the reformulator first: a person's request -> the canonical request
-        from airflow_net.rewrite.runtimes import load as load_rewriter
+        from airflow_net.rewrite.reformulator import Reformulator
 
-        rewriter = load_rewriter("torch-fp32", args.rewrite, threads=1)
+        rewriter = Reformulator(args.rewrite, max_new_tokens=p.rewrite.evaluate.max_new_tokens, snap=p.rewrite.snap)
 
         def reformulate(text: str) -> str:
-            gen = rewriter.generate([text], max_new_tokens=p.rewrite.evaluate.max_new_tokens)
-            print(f"# rewrite ({gen.ms[0]:.0f} ms): {gen.texts[0]}", file=sys.stderr)
-            return gen.texts[0]
+            out = rewriter(text)
+            print(f"# rewrite ({rewriter.last_ms:.0f} ms): {out}", file=sys.stderr)
+            return out
 
         if strategy != "templated":  # the DAG model gets the concise request (it is trained on that style too)
             request = reformulate(request)

@@ -376,6 +376,9 @@ class RewriteParams(_Section):
     runtimes: list[Literal["torch", "onnx", "ct2", "gguf"]] = Field(
         default_factory=lambda: ["torch"], min_length=1)
     quant: dict[str, list[str]] = Field(default_factory=lambda: {"torch": ["fp32", "int8"]})
+    # mend and copy ids after decoding (rewrite/snap.py): every use of the reformulator; rewrite_evaluate
+    # reports the fine-tuned model with and without it
+    snap: bool = True
     export: RewriteExportParams = Field(default_factory=RewriteExportParams)
     bench: RewriteBenchParams = Field(default_factory=RewriteBenchParams)
 

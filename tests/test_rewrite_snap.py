@@ -1,0 +1,78 @@
+"""Mending and id-copying after decoding (rewrite/snap.py): gold is a fixed point, slips are mended, ids snap
+to the request's, and nothing that cannot be read with one meaning is changed."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from airflow_net.data.canonical import format_canonical, parse_canonical
+from airflow_net.data.describer import describe
+from airflow_net.data.factory import generate
+from airflow_net.data.noiser import noisy_request
+from airflow_net.rewrite.snap import repair, request_identifiers, snap
+
+SPECS = [s for s, _ in generate(120, seed=11, airflow3_share=0.7, max_tasks=5)]
+REQ = ("hi, need a dag called vacuum_mart_tables every monday at 00:45: start (no-op) -> vacuum_orders (sql) "
+       "-> purge_tmp_files")
+
+
+def test_gold_is_a_fixed_point_for_every_request_style():
+    rng = random.Random(0)
+    for s in SPECS:
+        gold = format_canonical(s)
+        assert snap(gold, noisy_request(s, rng)) == gold
+        for variant in ("terse", "detailed", "business"):
+            assert snap(gold, describe(s, variant, rng)) == gold
+
+
+def test_invented_and_mangled_ids_snap_to_the_request():
+    got = "dag vacuum_analytics_tables | schedule 45 0 * * 1 | start[Empty] >> vacuum_order[SQLExecuteQuery] >> purge_tmp_tmp_tmp_files[Bash]"
+    assert snap(got, REQ) == ("dag vacuum_mart_tables | schedule 45 0 * * 1 | start[Empty] >> "
+                              "vacuum_orders[SQLExecuteQuery] >> purge_tmp_files[Bash]")
+
+
+def test_two_wrong_ids_never_snap_onto_the_same_one_and_operators_stay():
+    got = "dag vacuum_mart_tables | schedule @daily | purge_tmp_file[Bash] >> purge_tmp_filez[Bash]"
+    out = parse_canonical(snap(got, REQ))
+    assert list(out.tasks) in (["purge_tmp_files", "purge_tmp_filez"], ["purge_tmp_file", "purge_tmp_files"])
+    assert set(out.tasks.values()) == {"BashOperator"}
+    # an operator that looks like an id of the request is never rewritten
+    assert "[SQLExecuteQuery]" in snap("dag x | schedule @daily | vacuum_orders[SQLExecuteQuery]", REQ)
+
+
+def test_unrelated_ids_stay_when_nothing_is_similar_enough():
+    got = "dag vacuum_mart_tables | schedule @daily | start[Empty] >> send_slack_alert[@task]"
+    assert snap(got, REQ) == got
+
+
+@pytest.mark.parametrize("slip, mended", [
+    ("dag d | schedule @daily | a[Bash] >>> b[Bash]", "dag d | schedule @daily | a[Bash] >> b[Bash]"),
+    ("dag d | schedule @daily | a[Bash] >> c[Bash] ; b[Bash] >> c[Bash]",
+     "dag d | schedule @daily | a[Bash] >> c[Bash] ; b[Bash] >> c"),
+    ("dag d | schedule 15 8 * * * * | a[Bash]", "dag d | schedule 15 8 * * * | a[Bash]"),
+])
+def test_repair_mends_the_slips_with_one_reading(slip, mended):
+    assert repair(slip) == mended and parse_canonical(mended)
+
+
+def test_a_sixth_field_that_is_not_a_star_is_left_for_the_parser():
+    assert repair("dag d | schedule 15 8 * * * 1 | a[Bash]") == "dag d | schedule 15 8 * * * 1 | a[Bash]"
+
+
+def test_a_cron_literal_in_the_request_replaces_an_invalid_schedule():
+    got = "dag orders_sync | schedule 99 8 * * * | a_b[Bash]"
+    assert snap(got, "dag `orders_sync`, cron `15 8 * * *`: `a_b`").split(" | ")[1] == "schedule 15 8 * * *"
+
+
+def test_unparsable_text_and_requests_without_ids_are_returned_unchanged():
+    bad = "dag x | schedule | a[Bash"
+    assert snap(bad, REQ) == bad
+    got = "dag weird_name | schedule @daily | a[Bash]"
+    assert snap(got, "make me something that runs daily") == got
+
+
+def test_request_identifiers_reads_backticks_and_snake_case_first_mention_first():
+    ids = request_identifiers("Need `orders` then load_orders and `refresh_view`, then load_orders again")
+    assert ids == ["orders", "refresh_view", "load_orders"]
