@@ -42,7 +42,7 @@ def main() -> None:
 
     requests = compare_requests(read_jsonl(Path(args.data) / "test.jsonl"), s.sample, p.seed)
     reformulate = None
-    if args.strategy == "templated" and s.rewrite_model:
+    if args.strategy == "reformulated" or (args.strategy == "templated" and s.rewrite_model):
         if not (Path(args.rewrite) / "config.json").is_file():
             raise UserError(f"{args.rewrite}: no reformulator there (run `dvc repro rewrite_train`), or set "
                             "strategies.rewrite_model: false")

@@ -125,7 +125,7 @@ def test_rewrite_runtimes_exported_compared_and_benchmarked(pipeline) -> None:
 
 def test_every_strategy_ran_on_the_same_requests(pipeline) -> None:
     repo, _ = pipeline
-    names = ["direct", "best_of_n", "repair", "templated"]
+    names = ["direct", "best_of_n", "repair", "templated", "reformulated"]
     answers = {}
     for name in names:
         m = json.loads((repo / f"metrics/strategies/{name}.json").read_text())
@@ -310,7 +310,7 @@ def test_changing_quant_type_reruns_only_export_and_after(pipeline) -> None:
     proc = run([DVC, "repro"], repo, env)
     ran = ran_stages(proc.stdout + proc.stderr)
     # report reads only metrics files: it reruns when the new answers change a metric (eval.json's bytes)
-    strategies = {f"strategies@{n}" for n in ("direct", "best_of_n", "repair", "templated")}
+    strategies = {f"strategies@{n}" for n in ("direct", "best_of_n", "repair", "templated", "reformulated")}
     assert {"export", "generate", "evaluate", "bench"} <= ran, ran
     assert ran <= {"export", "generate", "evaluate", "report", "bench"} | strategies, ran
     meta = json.loads((repo / "models/gguf/meta.json").read_text())

@@ -169,6 +169,19 @@ def test_templated_uses_the_reformulation_then_falls_back():
         run_strategy("templated", person, backend, JUDGE, fallback="templated")
 
 
+def test_reformulated_sends_the_reformulation_to_the_model_once():
+    backend = Scripted(lambda c, t, s: VALID)
+    conv = [{"role": "system", "content": "sys"},
+            {"role": "user", "content": "hey can u make the dag orders_sync, every 15 min"}]
+    out = run_strategy("reformulated", conv, backend, JUDGE, reformulate=lambda t: t.upper())
+    assert out.valid and out.candidates == 1 and len(backend.calls) == 1
+    sent = backend.calls[0][0][0]
+    assert sent[0] == conv[0] and sent[1]["content"] == conv[1]["content"].upper()
+    assert conv[1]["content"].startswith("hey")  # the caller's conversation is not modified
+    with pytest.raises(ValueError, match="rewrite model"):
+        run_strategy("reformulated", conv, backend, JUDGE)
+
+
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="strategy must be one of"):
         run_strategy("nope", MSG, Scripted(lambda *a: VALID), JUDGE)

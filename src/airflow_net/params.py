@@ -406,8 +406,9 @@ class RewriteParams(_Section):
 class StrategiesParams(_Section):
     """The generation strategies side by side (issue 16): dvc.yaml's `strategies` foreach stage."""
 
-    names: list[Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated"]] = Field(
-        default_factory=lambda: ["direct", "best_of_n", "repair", "templated"], min_length=1)
+    # reformulated: the rewrite model first, then direct (what the reformulator buys the DAG model)
+    names: list[Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated", "reformulated"]] = Field(
+        default_factory=lambda: ["direct", "best_of_n", "repair", "templated", "reformulated"], min_length=1)
     sample: int = Field(20, ge=1)  # test DAGs: one describer-written and one person-style request each
     rewrite_model: bool = True  # templated: reformulate with models/rewrite/finetuned what is not canonical
     bootstrap_resamples: int = Field(1000, ge=100)

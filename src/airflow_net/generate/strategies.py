@@ -190,12 +190,32 @@ def templated(messages: list[dict[str, str]], backend: Backend, judge: Judge, *,
     return out
 
 
+def reformulated(messages: list[dict[str, str]], backend: Backend, judge: Judge, *,
+                 reformulate: Callable[[str], str] | None = None, **_: Any) -> Outcome:
+    """The request reformulated first (the rewrite model: a person's request -> the canonical request), then
+    one greedy answer of the DAG model to that: ``generate --rewrite`` with the direct strategy. Set beside
+    ``direct`` on the same requests, it measures what the reformulator buys the DAG model (issue 15, item 8)."""
+    from airflow_net.serve.generation import _request_text
+
+    if reformulate is None:
+        raise ValueError("the reformulated strategy needs the rewrite model (reformulate=...)")
+    t0 = time.perf_counter()
+    request = _request_text(messages)
+    concise = reformulate(request)
+    first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+    out = direct([*messages[:first_user], {**messages[first_user], "content": concise},
+                  *messages[first_user + 1:]], backend, judge)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
 STRATEGIES: dict[str, Callable[..., Outcome]] = {
     "direct": direct,
     "best_of_n": best_of_n,
     "repair": repair,
     "best_of_n_repair": best_of_n_repair,
     "templated": templated,
+    "reformulated": reformulated,
 }
 
 
