@@ -292,6 +292,53 @@ def plot_strategies(strategies: dict[str, dict[str, Any]], out: Path) -> list[st
     return ["strategies.png"]
 
 
+def reformulator_section(metrics: Path) -> list[str]:
+    """The reformulator: base vs fine-tuned (raw and snapped), each CPU runtime against torch-fp32, and latency."""
+    ev, ex, bench = (_load(metrics / f) for f in ("rewrite_eval.json", "rewrite_export.json", "rewrite_bench.json"))
+    if not (ev or ex or bench):
+        return []
+    lines = ["## The reformulator (a person's request -> the canonical request)", ""]
+    if ev:
+        lines += ["`metrics/rewrite_eval.json`, test split. *snapped*: the fine-tuned answers mended and with the "
+                  "request's ids copied after decoding (`rewrite.snap`), as the templated strategy uses them.", "",
+                  "| model | eval_loss | ROUGE-L | exact match | structural F1 | parses |", "|---|---:|---:|---:|---:|---:|"]
+        for which in ("base", "finetuned", "finetuned_snapped"):
+            m = ev.get(which)
+            if m:
+                lines.append(f"| {which} | {_num(m.get('eval_loss'))} | {m['rougeL']:.3f} | {m['exact_match']:.3f} | "
+                             f"{_num(m.get('structural_f1'))} | {_num(m.get('parse_rate'))} |")
+        lines.append("")
+    if ex.get("runtimes"):
+        lines += [f"Each CPU runtime on the same {ex.get('n')} test queries (`metrics/rewrite_export.json`): how often "
+                  "its greedy answer is exactly torch-fp32's, and its own scores.", "",
+                  "| runtime | size MB | same as torch-fp32 | ROUGE-L | exact match | structural F1 |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, m in ex["runtimes"].items():
+            if "skipped" in m:
+                lines.append(f"| {name} | skipped: {m['skipped']} | | | | |")
+                continue
+            size = m.get("size_bytes")
+            lines.append(f"| {name} | {_num(size / 1e6 if size else None, '.1f')} | "
+                         f"{_num(m.get('agree_torch_fp32'))} | {_num(m.get('rougeL'))} | {_num(m.get('exact_match'))} | "
+                         f"{_num(m.get('structural_f1'))} |")
+        lines.append("")
+    rows = [r for r in bench.get("rows", []) if "p50" in r]
+    if rows:
+        lines += [f"Latency, one query at a time, exactly {bench.get('max_new_tokens')} generated tokens "
+                  f"(`metrics/rewrite_bench.json`, {bench.get('rounds')} interleaved rounds; run facts, not cached):", "",
+                  "| threads | runtime | P50 ms | P90 | P99 | P99/P50 | speed-up vs torch-fp32 | cold start ms | peak RSS MB |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['threads']} | {r['runtime']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | "
+                         f"{r['p99_over_p50']:.2f} | {_num(r.get('speedup_p50_vs_torch_fp32'), '.2f')} | "
+                         f"{_num(r.get('cold_start_ms'), '.0f')} | {_num(r.get('peak_rss_mb'), '.0f')} |")
+        if bench.get("fastest"):
+            f = bench["fastest"]
+            lines += ["", f"Fastest: **{f['runtime']}** at {f['threads']} thread(s)."]
+        lines.append("")
+    return lines
+
+
 def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = None) -> Path:
     """Render reports/summary/README.md (+ PNGs) from the metrics and plot files."""
     out.mkdir(parents=True, exist_ok=True)
@@ -321,6 +368,7 @@ def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = 
         if "finetuned" in ev:
             lines += evaluation_sections(ev, examples)
     lines += strategies_section(strategies)
+    lines += reformulator_section(metrics)
     for img in images:
         lines += [f"![{img}]({img})", ""]
     if prep.get("train"):

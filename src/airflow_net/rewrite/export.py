@@ -54,7 +54,7 @@ def export_all(names: list[str], hf_folder: str | Path, out_root: str | Path) ->
             continue
         loaded_from = runtime_folder(name, hf_folder, out_root)
         size = _size(loaded_from if loaded_from != Path(hf_folder) else Path(hf_folder) / "model.safetensors")
-        results[name] = {"size_bytes": size, **facts}
+        results[name] = {"size_bytes": size, **facts}  # a runtime's own size_bytes (in-memory int8) wins
         write_json(folder / "meta.json", {"runtime": name, "source": source_hash,
                                           "loads": "hf_folder" if loaded_from == Path(hf_folder) else name,
                                           **results[name]})

@@ -20,6 +20,17 @@ class TorchRuntime(Runtime):
         self.name = name
 
     @classmethod
+    def export(cls, hf_folder: str, out_dir: str, quant: str | None = None) -> dict:
+        """Nothing to write (PyTorch loads the HF folder); int8's size is its quantized weights, serialized."""
+        if quant is None:
+            return {}
+        import io
+
+        buf = io.BytesIO()
+        torch.save(cls.load(hf_folder, threads=1, quant=quant).model.state_dict(), buf)
+        return {"size_bytes": buf.tell()}
+
+    @classmethod
     def load(cls, folder: str, threads: int, quant: str | None = None) -> TorchRuntime:
         from transformers import T5ForConditionalGeneration, T5Tokenizer
 
