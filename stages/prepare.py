@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 from pathlib import Path
 
 from airflow_net.data.prepare import (
@@ -18,6 +19,7 @@ from airflow_net.data.prepare import (
     SPLITS,
     compare_to_last_run,
     length_stats,
+    repair_rows,
     split_by_dag,
     token_lengths,
     train_cost,
@@ -58,6 +60,13 @@ def main() -> None:
     pairs = read_jsonl(Path(args.pairs) / "pairs.jsonl")
     banner(f"split {len(pairs)} pairs by DAG")
     splits = split_by_dag(pairs, p.prepare, p.seed)
+    repairs = repair_rows(splits["train"], p.prepare.repair_share, p.prepare.system_prompt, p.seed)
+    if repairs:
+        # only train: val/test stay what evaluation scores, one request -> one DAG
+        splits["train"] += repairs
+        random.Random(f"{p.seed}:train+repair").shuffle(splits["train"])
+        log.info("added %d repair conversations (prepare.repair_share=%.2f) to the train split", len(repairs),
+                 p.prepare.repair_share)
     if args.extra_train and (Path(args.extra_train) / "pairs.jsonl").is_file():
         extra = read_jsonl(Path(args.extra_train) / "pairs.jsonl")
         # Distilled pairs have no spec to judge against: they only ever train.
@@ -70,7 +79,8 @@ def main() -> None:
     if not Path(args.base).is_dir():
         raise UserError(f"{args.base}: base model folder not found (run `dvc repro base` first)")
     tok = AutoTokenizer.from_pretrained(args.base)
-    metrics: dict = {"dags": {s: len({r["uid"] for r in splits[s]}) for s in SPLITS}}
+    metrics: dict = {"dags": {s: len({r["uid"] for r in splits[s]}) for s in SPLITS},
+                     "repair_conversations": len(repairs)}
     lengths = {}
     for split in SPLITS:
         if not splits[split]:

@@ -267,6 +267,34 @@ def test_only_assistant_tokens_carry_loss(base_dir, tmp_path) -> None:
     assert len(spans) == len(batch["cu_seq_lens_q"]) - 1  # one span per packed conversation
 
 
+def test_weight0_assistant_turns_are_context_not_loss(base_dir, tmp_path) -> None:
+    """A repair conversation trains on the fix only: the broken DAG (weight 0) carries no loss, and the saved
+    tokenizer keeps the serving template."""
+    plain = make_sft_rows(3)
+    repair = []
+    for r in make_sft_rows(3, seed=1):
+        sys_, user, answer = r["messages"]
+        repair.append({"messages": [sys_, user, {"role": "assistant", "content": "BROKEN " + answer["content"],
+                                                 "weight": 0},
+                                    {"role": "user", "content": "DC101 line 3: fix it"}, answer]})
+    rows = plain + repair
+    trainer, _ = build_trainer(base_dir, rows, [], train=micro_train_params(packing=False, batch_size=6),
+                               lora=micro_lora_params(), seed=0, output_dir=tmp_path / "o")
+    tok = trainer.processing_class
+    batch = next(iter(trainer.get_train_dataloader()))
+    trained = []
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True):
+        trained.append(tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100]))
+    assert not any("BROKEN" in t for t in trained)
+    finals = {"\n" + r["messages"][-1]["content"] + IM_END + "\n" for r in rows}
+    assert set(trained) == finals  # exactly one trained span per conversation: its last answer
+    assert "weight" not in tok.init_kwargs.get("airflow_net_chat_template", "") and "generation" in tok.chat_template
+    bad = [{"messages": [*repair[0]["messages"][:-1], {**repair[0]["messages"][-1], "weight": 0}]}]
+    (tmp_path / "bad.jsonl").write_text(json.dumps(bad[0]) + "\n")
+    with pytest.raises(UserError, match="trained on"):
+        load_sft_rows(tmp_path / "bad.jsonl")
+
+
 def test_sft_loss_goes_down_and_lora_weights_change(base_dir, tmp_path) -> None:
     rows = make_sft_rows(30)
     trainer, history = build_trainer(

@@ -150,6 +150,8 @@ class BaseParams(_Section):
 class PrepareParams(_Section):
     val_frac: float = Field(0.1, ge=0, lt=0.5)
     test_frac: float = Field(0.1, gt=0, lt=0.5)
+    # share of train DAGs that also get a repair conversation (a planted defect, dagcheck's findings, the fix)
+    repair_share: float = Field(0.0, ge=0, le=1)
     system_prompt: str = Field(
         "You are AirflowNet. Write one complete Apache Airflow DAG file in Python that does what the user asks."
         " Answer with the code only.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import zlib
 from collections import defaultdict
 from typing import Any
 
@@ -82,6 +83,37 @@ def split_by_dag(pairs: list[dict[str, Any]], params: PrepareParams, seed: int) 
                 )
         random.Random(f"{seed}:{split}").shuffle(rows)
         out[split] = rows
+    return out
+
+
+def repair_rows(train: list[dict[str, Any]], share: float, system_prompt: str, seed: int) -> list[dict[str, Any]]:
+    """Repair conversations for a seeded ``share`` of the train split's DAGs (generate/repair_data.py): the
+    request, the DAG with one planted defect (an assistant turn with weight 0: context, no loss), dagcheck's
+    findings on it, and the original DAG as the answer. Each chosen DAG's first request (in split order) is used."""
+    if share <= 0:
+        return []
+    from airflow_net.generate.repair_data import repair_conversations
+
+    first: dict[str, dict[str, Any]] = {}
+    for r in train:
+        first.setdefault(r["uid"], r)
+    out = []
+    for uid, r in sorted(first.items()):
+        if random.Random(f"{seed}:repair:{uid}").random() >= share:
+            continue
+        user = next(m["content"] for m in r["messages"] if m["role"] == "user")
+        answer = r["messages"][-1]["content"]
+        source = answer.removeprefix("```python\n").removesuffix("```").rstrip("\n") + "\n" \
+            if answer.startswith("```python\n") else answer
+        convs = repair_conversations(user, source, airflow=r.get("airflow", 3), system=system_prompt,
+                                     seed=zlib.crc32(f"{seed}:{uid}".encode()))
+        for c in convs:
+            msgs = c["messages"]
+            broken = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+            msgs[broken] = {**msgs[broken], "weight": 0}
+            msgs[-1] = {"role": "assistant", "content": answer}  # the answer exactly as the plain rows have it
+            out.append({"messages": msgs, "uid": uid, "variant": "repair", "spec": r.get("spec"),
+                        "airflow": r.get("airflow", 3), "mutation": c["mutation"], "codes": c["codes"]})
     return out
 
 

@@ -44,9 +44,14 @@ def load_sft_rows(path: str | Path) -> list[dict[str, Any]]:
         for m in msgs:
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
                 raise UserError(f"{path}:{i}: each message needs a role in {ROLES} and a string content, got {m!r:.80}")
-            clean.append({"role": m["role"], "content": m["content"]})
-        if clean[-1]["role"] != "assistant":
-            raise UserError(f"{path}:{i}: the last message must be the assistant's answer (the DAG)")
+            msg = {"role": m["role"], "content": m["content"]}
+            if "weight" in m:  # OpenAI's fine-tuning convention: an assistant turn with weight 0 is context only
+                if m["role"] != "assistant" or m["weight"] not in (0, 1):
+                    raise UserError(f"{path}:{i}: 'weight' is 0 or 1 on an assistant message, got {m!r:.80}")
+                msg["weight"] = int(m["weight"])
+            clean.append(msg)
+        if clean[-1]["role"] != "assistant" or clean[-1].get("weight", 1) == 0:
+            raise UserError(f"{path}:{i}: the last message must be the assistant's answer (the DAG), trained on")
         rows.append({"messages": clean})
     return rows
 
@@ -247,6 +252,37 @@ class SftResult:
         }
 
 
+# The assistant branch of a training template, for a turn with weight 0: written out, outside the
+# {% generation %} markers, so it is context and carries no loss.
+_WEIGHT0_BRANCH = """{%- elif message.role == "assistant" and message.weight is defined and message.weight == 0 %}
+        {{- '<|im_start|>assistant\n' + message.content + '<|im_end|>\n' }}
+    """
+
+
+def has_weight0(rows: Sequence[dict]) -> bool:
+    return any(m.get("weight") == 0 for r in rows for m in r["messages"])
+
+
+def weighted_training_template(tokenizer: Any) -> str:
+    """The tokenizer's training chat template (TRL's, with {% generation %} markers) taught that an assistant
+    turn with ``weight: 0`` is context: a repair conversation trains on the fix, never on the broken DAG."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = tokenizer.chat_template if has_generation_markers(tokenizer.chat_template) \
+        else get_training_chat_template(tokenizer)
+    anchor = '{%- elif message.role == "assistant" %}'
+    if not template or template.count(anchor) != 1:
+        raise UserError("assistant turns with weight 0 (repair conversations, prepare.repair_share) need the "
+                        "Qwen2.5 chat template this project's tokenizer uses; set prepare.repair_share: 0 for "
+                        "another base model")
+    return template.replace(anchor, _WEIGHT0_BRANCH.strip() + "\n    " + anchor)
+
+
+def _with_weights(rows: Sequence[dict]) -> list[dict]:
+    """Every message with a weight (1 unless 0), so the dataset's message struct has one schema."""
+    return [{"messages": [{**m, "weight": m.get("weight", 1)} for m in r["messages"]]} for r in rows]
+
+
 def build_trainer(
     base_dir: str | Path,
     train_rows: Sequence[dict],
@@ -279,11 +315,22 @@ def build_trainer(
     if train.packing and not varlen:
         log.info("packed rows go one per micro-batch (%d accumulated per step): %s attention is not varlen",
                  train.batch_size * train.grad_accum, getattr(model.config, "_attn_implementation", "default"))
+    weighted = has_weight0(train_rows) or has_weight0(val_rows)
+    if weighted:
+        if not train.assistant_only_loss:
+            raise UserError("assistant turns with weight 0 (prepare.repair_share > 0) need train.assistant_only_loss")
+        # trained with the weighted template; train_and_save puts the original back before saving the tokenizer
+        tokenizer.init_kwargs["airflow_net_chat_template"] = tokenizer.chat_template
+        tokenizer.chat_template = weighted_training_template(tokenizer)
+
+    def dataset(rows: Sequence[dict]):
+        return Dataset.from_list(_with_weights(rows) if weighted else [{"messages": r["messages"]} for r in rows])
+
     trainer = SFTTrainer(
         model=model,
         args=sft_config(train, output_dir=output_dir, seed=seed, has_eval=has_eval, varlen_attention=varlen),
-        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in train_rows]),
-        eval_dataset=Dataset.from_list([{"messages": r["messages"]} for r in val_rows]) if has_eval else None,
+        train_dataset=dataset(train_rows),
+        eval_dataset=dataset(val_rows) if has_eval else None,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[history],
@@ -338,6 +385,10 @@ def train_lora(
         is_main = trainer.is_world_process_zero()
         if is_main:
             out_dir = Path(out_dir)
+            tok = trainer.processing_class
+            original = tok.init_kwargs.pop("airflow_net_chat_template", None)
+            if original is not None:  # the saved tokenizer carries the template the GGUF and serving use
+                tok.chat_template = original
             trainer.save_model(str(out_dir))  # the adapter (PEFT) and the tokenizer
             make_adapter_byte_stable(out_dir)
             if is_ours(base_dir):
