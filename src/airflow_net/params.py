@@ -71,10 +71,9 @@ class CorpusParams(_Section):
         return self
 
 
-class InstructParams(_Section):
-    provider: Literal["offline", "anthropic"] = "offline"
-    per_request: int = Field(3, ge=1, le=10)  # instructions written per DAG, all in one request
-    canonical: bool = True  # also one canonical request per DAG (offline, free): the reformulator's output style
+class AnthropicParams(_Section):
+    """The Anthropic client's settings: instruct's own keys, and what the evaluate judge fills from its keys."""
+
     model: str = "claude-haiku-4-5"
     batch: bool = True  # Message Batches (half price, results within 24 h) instead of live calls
     max_cost_usd: float = Field(5.0, ge=0)  # refuse to submit when spent + worst-case estimate exceeds this
@@ -88,6 +87,12 @@ class InstructParams(_Section):
     price_input_per_mtok: float = Field(1.0, ge=0)  # USD per million input tokens, live price of `model`
     price_output_per_mtok: float = Field(5.0, ge=0)
     batch_discount: float = Field(0.5, gt=0, le=1)  # batch price = live price * this
+
+
+class InstructParams(AnthropicParams):
+    provider: Literal["offline", "anthropic"] = "offline"
+    per_request: int = Field(3, ge=1, le=10)  # instructions written per DAG, all in one request
+    canonical: bool = True  # also one canonical request per DAG (offline, free): the reformulator's output style
 
 
 class DistillParams(_Section):
