@@ -111,6 +111,13 @@ def test_rank_agreement_known_values():
         rank_agreement([1, 2, 3], [1, 2])
 
 
+def test_rows_without_the_request_fail_with_one_line(tmp_path):
+    generated, per_model = data()
+    del generated["finetuned"][2]["instruction"]
+    with pytest.raises(UserError, match=r"finetuned answer 2 \(u2\) has no 'instruction'"):
+        jd.run_judge(generated, per_model, params(tmp_path))
+
+
 def test_prompt_and_key():
     system, user = jd.messages("Daily sales DAG.", "print(1)\n")
     assert "<request>\nDaily sales DAG.\n</request>" in user and "<dag>\nprint(1)\n</dag>" in user

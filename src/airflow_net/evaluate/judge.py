@@ -24,7 +24,7 @@ import numpy as np
 from airflow_net.evaluate.airflow_sample import sample_indices
 from airflow_net.evaluate.stats import bootstrap_ci, paired_bootstrap, rank_agreement
 from airflow_net.params import EvaluateParams
-from airflow_net.utils import sha256_text
+from airflow_net.utils import UserError, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,8 @@ def run_judge(generated: dict[str, list[dict[str, Any]]], per_model: dict[str, l
         for i in idx:
             instruction = generated[which][i].get("instruction")
             if not instruction:
-                raise ValueError(f"{which} answer {i} has no 'instruction'; expected the generate stage's rows")
+                raise UserError(f"{which} answer {i} ({per_model[which][i]['uid']}) has no 'instruction': the judge"
+                                " needs the request; expected data/generated rows written by the generate stage")
             system, user = messages(instruction, per_model[which][i]["code"])
             k = request_key(e.judge_model, system, user, e.judge_max_tokens)
             prompts[k] = (system, user)
