@@ -1,5 +1,5 @@
 """evaluate: parse/valid rates, error classes, structural match and breakdowns, base vs fine-tuned, with 95%
-bootstrap intervals and paired tests.
+bootstrap intervals and paired tests; with `evaluate.judge` on, an LLM judge's 1-5 instruction-following score.
 
 Usage: python stages/evaluate.py --generated data/generated --sft data/sft --out reports/eval --metrics metrics/eval.json
 """
@@ -34,8 +34,15 @@ def main() -> None:
     sft = read_jsonl(Path(args.sft) / "train.jsonl") if args.sft else None
     banner(f"judging {', '.join(f'{k}: {len(v)}' for k, v in generated.items())} DAGs against Airflow "
            f"{e.airflow_version}")
+    judge = None
+    if e.judge != "none":
+        from functools import partial
+
+        from airflow_net.evaluate.judge import run_judge
+
+        judge = partial(run_judge, e=e)
     metrics, csv_rows, examples = evaluate(generated, e.airflow_version, e.bootstrap_resamples, e.bootstrap_seed,
-                                           sft_train=sft, airflow_sample=e.airflow_sample)
+                                           sft_train=sft, airflow_sample=e.airflow_sample, judge=judge)
 
     banner("write")
     with atomic_path(args.out) as tmp:
@@ -50,7 +57,7 @@ def main() -> None:
     from airflow_net import tracking
 
     with tracking.run("evaluate", {"evaluate": e.model_dump()}) as t:
-        t.log_metrics({k: metrics[k] for k in (*MODELS, "gain")})
+        t.log_metrics({k: metrics[k] for k in (*MODELS, "gain", "judge") if k in metrics})
         t.log_artifact(Path(args.out) / "per_dag.csv")
     log.info("gain: %s", {k: metrics["gain"][k] for k in HEADLINE})
     log.info("wrote %s and %s/{per_dag.csv,examples.json}", args.metrics, args.out)

@@ -201,7 +201,7 @@ def test_missing_or_wrong_key(mock, tmp_path, monkeypatch):
 def test_ledger_lock_and_torn_tail(tmp_path):
     with Ledger(tmp_path) as led:
         led.append({"ev": "intent", "sub": "s1", "mode": "batch", "keys": ["k1"]}, sync=True)
-        with pytest.raises(UserError, match="another instruct run"), Ledger(tmp_path):
+        with pytest.raises(UserError, match="another run holds"), Ledger(tmp_path):
             pass
     (tmp_path / LEDGER_FILE).open("a").write('{"ev": "submitted", "sub": "s1", "batch')
     with Ledger(tmp_path) as led:

@@ -44,6 +44,8 @@ def write(tmp_path: Path, mutate) -> Path:
         (lambda r: r["base"].__setitem__("num_heads", 3), "hidden_size (256) must be a multiple of num_heads (3)"),
         (lambda r: r["instruct"].__setitem__("provider", "openai"), "instruct.provider"),
         (lambda r: r["corpus"]["sources"].append({"kind": "dir"}), "needs a path"),
+        (lambda r: r["evaluate"].__setitem__("judge", "gpt"), "evaluate.judge"),
+        (lambda r: r["evaluate"].__setitem__("judge", "openai"), "evaluate.judge 'openai' needs evaluate.judge_endpoint"),
     ],
 )
 def test_bad_params_fail_with_one_line(tmp_path: Path, mutate, expect: str) -> None:

@@ -71,10 +71,9 @@ class CorpusParams(_Section):
         return self
 
 
-class InstructParams(_Section):
-    provider: Literal["offline", "anthropic"] = "offline"
-    per_request: int = Field(3, ge=1, le=10)  # instructions written per DAG, all in one request
-    canonical: bool = True  # also one canonical request per DAG (offline, free): the reformulator's output style
+class AnthropicParams(_Section):
+    """The Anthropic client's settings: instruct's own keys, and what the evaluate judge fills from its keys."""
+
     model: str = "claude-haiku-4-5"
     batch: bool = True  # Message Batches (half price, results within 24 h) instead of live calls
     max_cost_usd: float = Field(5.0, ge=0)  # refuse to submit when spent + worst-case estimate exceeds this
@@ -88,6 +87,12 @@ class InstructParams(_Section):
     price_input_per_mtok: float = Field(1.0, ge=0)  # USD per million input tokens, live price of `model`
     price_output_per_mtok: float = Field(5.0, ge=0)
     batch_discount: float = Field(0.5, gt=0, le=1)  # batch price = live price * this
+
+
+class InstructParams(AnthropicParams):
+    provider: Literal["offline", "anthropic"] = "offline"
+    per_request: int = Field(3, ge=1, le=10)  # instructions written per DAG, all in one request
+    canonical: bool = True  # also one canonical request per DAG (offline, free): the reformulator's output style
 
 
 class DistillParams(_Section):
@@ -234,6 +239,26 @@ class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(2000, ge=100)  # resamples per 95% interval / paired bootstrap
     bootstrap_seed: int = 0
     airflow_sample: int = Field(0, ge=0)  # generated DAGs per model loaded by real Airflow (needs .airflow-env)
+    # LLM judge of instruction following (1-5 rubric, one-line reason): off, Claude through Message Batches, or
+    # any OpenAI-compatible endpoint (airflow-net serve, llama-server, vLLM)
+    judge: Literal["none", "anthropic", "openai"] = "none"
+    judge_model: str = "claude-haiku-4-5"  # the Anthropic model, or the model name sent to the endpoint
+    judge_max_cost_usd: float = Field(2.0, ge=0)  # anthropic: refuse to submit when spent + worst case exceeds it
+    judge_max_tokens: int = Field(200, ge=16)  # per answer; also the worst case the cost guard assumes
+    judge_price_input_per_mtok: float = Field(1.0, ge=0)  # anthropic: USD per million input tokens, live price
+    judge_price_output_per_mtok: float = Field(5.0, ge=0)
+    judge_poll_seconds: float = Field(30.0, gt=0)  # anthropic: between checks of a running batch
+    judge_endpoint: str | None = None  # openai: the server's base URL, ending in /v1
+    judge_api_key_env: str | None = None  # openai: the NAME of the environment variable holding its key
+    judge_concurrency: int = Field(4, ge=1, le=64)  # openai: requests in flight
+    judge_sample: int | None = Field(None, ge=1)  # requests judged per model (the same for both); None: all
+    judge_cache: str = ".cache/judge"  # the ledger (anthropic) and answer cache (openai): reruns never pay twice
+
+    @model_validator(mode="after")
+    def _judge_endpoint_needed(self) -> EvaluateParams:
+        if self.judge == "openai" and not self.judge_endpoint:
+            raise ValueError("evaluate.judge 'openai' needs evaluate.judge_endpoint (e.g. http://127.0.0.1:8080/v1)")
+        return self
 
 
 BENCH_METHODS = ("transformers-fp32", "transformers-bf16", "llama-cpp", "processes", "llama-cpp-server",

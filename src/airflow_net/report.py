@@ -168,6 +168,38 @@ def what_changed(ev: dict[str, Any]) -> str:
     return text
 
 
+def judge_section(j: dict[str, Any], examples: dict[str, Any]) -> list[str]:
+    """The LLM judge: mean score per model with its interval, the paired test, rank agreement with structural
+    F1, failures, what it cost, and two of the fine-tuned model's reasons."""
+    run = j.get("run", {})
+    cost = f"${run['usd']:.4f}" if "usd" in run else "no API cost (self-hosted endpoint)"
+    lines = ["## LLM judge: instruction following", "",
+             f"{j['base']['n']} answers per model (the same requests) scored 1-5 by {j['model']} ({j['provider']}), "
+             f"with a one-line reason each; unparsable answers are failures, never guessed. Cost: {cost}, "
+             f"{run.get('requests_this_run', 0)} requests asked in this run, {run.get('requests_reused', 0)} from "
+             "the cache. Source: metrics/eval.json `judge`.", "",
+             "| model | mean score [95% CI] | scored | failures | rank agreement with structural F1 (Spearman) |",
+             "|---|---|---:|---:|---:|"]
+    for which in ("base", "finetuned"):
+        m = j[which]
+        mean = _ci(m, "mean_score") if "mean_score" in m else "-"
+        rho = m.get("rank_agreement_f1")
+        lines.append(f"| {which} | {mean} | {m['scored']} | {m['failures']} | {'-' if rho is None else f'{rho:.3f}'} |")
+    t = j.get("test")
+    if t:
+        verdict = "significant" if t["significant"] else "not significant"
+        lines += ["", f"Fine-tuned minus base, on the {t['n']} requests scored for both: {t['diff']:+.3f} "
+                  f"[{t['diff_lo']:+.3f}, {t['diff_hi']:+.3f}] ({t['test']}, p={t['p_value']:.3g}: {verdict} at 5%)."]
+    why = {w: j[w]["failure_reasons"] for w in ("base", "finetuned") if j[w].get("failure_reasons")}
+    if why:
+        lines += ["", "Failures by reason: " + "; ".join(
+            f"{w}: " + ", ".join(f"{k} {v}" for k, v in r.items()) for w, r in why.items()) + "."]
+    lines.append("")
+    for e in (examples.get("finetuned") or [])[:2]:
+        lines.append(f"- fine-tuned, score {e['score']} (`{e['uid']}`, {e['variant']} request): {e['reason']}")
+    return [*lines, ""]
+
+
 def evaluation_sections(ev: dict[str, Any], examples: dict[str, Any]) -> list[str]:
     """Intervals and tests, error classes with an example each, and the breakdowns (all from metrics/eval.json
     and reports/eval/examples.json)."""
@@ -217,6 +249,8 @@ def evaluation_sections(ev: dict[str, Any], examples: dict[str, Any]) -> list[st
         lines.append("")
     elif "airflow_sample" in ev:
         lines += ["Real Airflow on a sample: off (`evaluate.airflow_sample: 0`).", ""]
+    if ev.get("judge"):
+        lines += judge_section(ev["judge"], examples.get("judge") or {})
     if "by_variant" in b:
         lines += ["## Breakdowns", "", "Source: metrics/eval.json `*.by_variant`, `*.by_request`, `*.by_code`; "
                   "n is base/fine-tuned.", ""]

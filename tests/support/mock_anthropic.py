@@ -10,7 +10,8 @@ Binds 127.0.0.1 on a free port, checks the ``Authorization: Bearer`` key, and se
 
 The "model" writes plausible instructions from the DAG in the prompt, as many as the prompt asks for; a
 ``plan`` makes it misbehave for chosen DAGs (by dag id), attempt by attempt: ``bad_json``, ``wrong_count``,
-``repeated``, ``code``, ``errored``, ``canceled``, ``expired``, ``invalid_request``. Tokens are counted as
+``repeated``, ``code``, ``errored``, ``canceled``, ``expired``, ``invalid_request``; ``answer`` replaces the
+"model" altogether. Tokens are counted as
 words and punctuation, the same on every run. Hooks (``on``) let a test act at a named moment, e.g. kill
 the client process right after a batch is created and before the client hears of it.
 """
@@ -64,6 +65,8 @@ class MockAnthropic:
         self.attempts: Counter = Counter()  # dag id -> requests seen
         self.faults: dict[str, list[int]] = defaultdict(list)  # route -> HTTP statuses to answer first
         self.on: dict[str, Callable[..., None]] = {}  # hook name -> callable
+        # a test's own "model" (request body -> answer text) in place of the instruction writer (the judge's tests)
+        self.answer: Callable[[dict[str, Any]], str] | None = None
         self.calls: Counter = Counter()  # route -> requests received
         self.batch_requests = 0  # requests received inside created batches
         self.live_requests = 0  # successful live Messages calls
@@ -149,7 +152,7 @@ class MockAnthropic:
         return json.dumps({"instructions": items})
 
     def message(self, body: dict[str, Any], dag: str, outcome: str) -> dict[str, Any]:
-        text = self.answer_text(body, dag, outcome)
+        text = self.answer(body) if self.answer else self.answer_text(body, dag, outcome)
         prompt = body.get("system", "") + "".join(m["content"] for m in body["messages"])
         if "output_config" in body:
             prompt += json.dumps(body["output_config"]) * 4  # the API's format instructions cost input tokens

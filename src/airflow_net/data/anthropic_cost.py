@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_net.params import InstructParams
+from airflow_net.params import AnthropicParams
 
 # Prompt caching multipliers on the input price (Anthropic's published ratios): the project does not ask for
 # caching, but if usage reports cached tokens they are priced as billed.
@@ -22,7 +22,7 @@ def usage_tokens(usage: Any) -> dict[str, int]:
     }
 
 
-def usd(tokens: dict[str, int], params: InstructParams, batch: bool) -> float:
+def usd(tokens: dict[str, int], params: AnthropicParams, batch: bool) -> float:
     """Price of one answered request from its token counts."""
     inp = (
         tokens.get("input_tokens", 0)
@@ -33,12 +33,12 @@ def usd(tokens: dict[str, int], params: InstructParams, batch: bool) -> float:
     return live * (params.batch_discount if batch else 1.0)
 
 
-def worst_case_usd(input_tokens_estimate: int, params: InstructParams, batch: bool) -> float:
+def worst_case_usd(input_tokens_estimate: int, params: AnthropicParams, batch: bool) -> float:
     """What one request may cost at most: the generous input estimate and an answer of ``max_tokens``."""
     return usd({"input_tokens": input_tokens_estimate, "output_tokens": params.max_tokens}, params, batch)
 
 
-def live_one_per_instruction_usd(tokens: dict[str, int], n: int, params: InstructParams) -> float:
+def live_one_per_instruction_usd(tokens: dict[str, int], n: int, params: AnthropicParams) -> float:
     """The same instructions at one live request each: the prompt (dominated by the DAG) is sent ``n`` times
     at the live price, and the instructions themselves are written once in total."""
     return usd({"input_tokens": n * tokens.get("input_tokens", 0), "output_tokens": tokens.get("output_tokens", 0)}, params, False)

@@ -6,7 +6,7 @@ next open. The state (what is answered, what is in flight, what was spent) is re
 - ``intent``    written and fsynced *before* a batch is created: its request ids and the time;
 - ``submitted`` the batch id the API gave (or found again after a crash: ``adopted``);
 - ``abandoned`` an intent that never reached the API (no such batch on the server);
-- ``result``    one per answered request (batch or live): type, tokens, USD, the instructions or why not;
+- ``result``    one per answered request (batch or live): type, tokens, USD, the answer or why not;
 - ``finished``  every result of a batch has been recorded;
 - ``rejected``  an adopted batch turned out not to hold our requests.
 
@@ -30,6 +30,8 @@ from airflow_net.utils import UserError
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.jsonl"
+# The result fields that hold a valid answer: instruct's instructions, the evaluate judge's score and reason.
+ANSWER_FIELDS = ("instructions", "answer")
 
 
 class Ledger:
@@ -47,7 +49,7 @@ class Ledger:
         except BlockingIOError:
             os.close(fd)
             raise UserError(
-                f"{self.dir}: another instruct run holds this ledger; wait for it to finish (or kill it: a rerun resumes)"
+                f"{self.dir}: another run holds this ledger; wait for it to finish (or kill it: a rerun resumes)"
             ) from None
         self._lock_fd = fd
         self._repair_tail()
@@ -153,7 +155,7 @@ class State:
                     return  # recorded twice (results read again after a kill): count it once
                 self.seen[sub].add(ev["key"])
             self.results[ev["key"]].append(ev)
-            if ev.get("instructions") and ev["key"] not in self.done:
+            if any(ev.get(f) for f in ANSWER_FIELDS) and ev["key"] not in self.done:
                 self.done[ev["key"]] = ev
 
     def in_flight(self) -> list[Submission]:

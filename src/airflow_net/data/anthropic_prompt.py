@@ -112,7 +112,8 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     about 3.5-4 characters per token) plus the structured-output overhead."""
     chars = len(body["system"]) + sum(len(m["content"]) for m in body["messages"])
     if "output_config" in body:
-        chars += len(json.dumps(SCHEMA)) + 1200  # the API adds its own instructions for the format
+        # the API adds its own instructions for the format, around the body's own schema
+        chars += len(json.dumps(body["output_config"]["format"].get("schema", {}))) + 1200
     return math.ceil(chars / 3) + 16
 
 

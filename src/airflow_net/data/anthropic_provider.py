@@ -17,6 +17,10 @@ Live calls (``instruct.batch: false``) have no server-side record: a kill loses 
 
 The API key is read from ``ANTHROPIC_API_KEY`` only, and written nowhere.
 
+The run machinery (ledger, resume, retries, cost guard: ``run_requests``) knows nothing of instructions: a
+``Job`` says how an answer is checked and what to call things in messages. ``INSTRUCT`` is this stage's job;
+the evaluate stage's LLM judge (``evaluate/judge_backends.py``) is another.
+
 Under DVC the stage's output folder must be ``persist: true`` in ``dvc.yaml``: otherwise DVC deletes it,
 ledger included, before every rerun, and a changed param pays again for every answer.
 """
@@ -28,6 +32,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +49,7 @@ from airflow_net.data.anthropic_prompt import (
     styles_for,
 )
 from airflow_net.data.instruct import pair
-from airflow_net.params import InstructParams
+from airflow_net.params import AnthropicParams, InstructParams
 from airflow_net.utils import UserError
 
 log = logging.getLogger(__name__)
@@ -62,12 +67,36 @@ def _checkpoint(name: str) -> None:
 
 @dataclass
 class Request:
-    key: str
-    body: dict[str, Any]
-    source: str
-    variants: list[str]
-    est_input_tokens: int
-    records: list[dict[str, Any]] = field(default_factory=list)
+    key: str  # the content hash: the ledger key and the batch custom_id
+    body: dict[str, Any]  # the Messages API body
+    est_input_tokens: int  # generous, for the cost guard
+    source: str = ""  # instruct: the DAG the instructions are for
+    variants: list[str] = field(default_factory=list)  # instruct: the styles asked for, in order
+    records: list[dict[str, Any]] = field(default_factory=list)  # instruct: the corpus records sharing this DAG
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a run asks the API for: how an answer is checked, where the ledger keeps it, what messages call it."""
+
+    name: str  # in log lines and the budget refusal: "instruct", "evaluate judge"
+    budget_key: str  # the param that caps spending, named when the guard refuses
+    switch_off: str  # the setting that turns the API off, named when the key is missing
+    # (request, answer text, stop_reason) -> (the answer to keep, None) or (None, why it is invalid)
+    parse: Callable[[Request, str, str | None], tuple[Any, str | None]]
+    answer_field: str  # the ledger field holding a valid answer (State.done reads it)
+    retry_invalid: bool = True  # resubmit an invalid answer (instruct); False: it is final, counted as a failure
+    # The guard counts what the whole ledger spent (instruct: one budget for the stage's folder), or only what
+    # these requests cost (the judge: its cache outlives many evaluations, each with its own budget).
+    budget_over_ledger: bool = True
+
+
+def _parse_instructions(req: Request, text: str, stop_reason: str | None) -> tuple[Any, str | None]:
+    verdict = check_answer(text, len(req.variants), req.source, stop_reason)
+    return verdict.instructions, verdict.reason
+
+
+INSTRUCT = Job("instruct", "instruct.max_cost_usd", "instruct.provider: offline", _parse_instructions, "instructions")
 
 
 def build_requests(records: list[dict[str, Any]], params: InstructParams) -> dict[str, Request]:
@@ -79,19 +108,20 @@ def build_requests(records: list[dict[str, Any]], params: InstructParams) -> dic
         key = request_key(rec["source"], airflow, params)
         if key not in out:
             body = message_params(rec["source"], airflow, params, styles)
-            out[key] = Request(key, body, rec["source"], [s[0] for s in styles], estimate_input_tokens(body))
+            out[key] = Request(key, body, estimate_input_tokens(body), rec["source"], [s[0] for s in styles])
         out[key].records.append(rec)
     return out
 
 
-def make_client(params: InstructParams) -> Any:
+def make_client(params: AnthropicParams, switch_off: str = INSTRUCT.switch_off) -> Any:
     """The SDK client, with the key from the environment and nowhere else (``ANTHROPIC_BASE_URL`` is honoured
     by the SDK, which is how the tests point it at a local mock)."""
     key = os.environ.get("ANTHROPIC_API_KEY", "").strip()
     if not key:
+        setting = switch_off.split(":")[0]
         raise UserError(
-            "instruct.provider is 'anthropic' but ANTHROPIC_API_KEY is not set: export it in the shell that runs"
-            " the stage (it is read from the environment only), or set instruct.provider: offline"
+            f"{setting} is 'anthropic' but ANTHROPIC_API_KEY is not set: export it in the shell that runs"
+            f" the stage (it is read from the environment only), or set {switch_off}"
         )
     import anthropic
 
@@ -122,17 +152,21 @@ def _api_user_error(exc: Exception) -> UserError | None:
     return None
 
 
-def permanent_failure(state: State, key: str) -> bool:
-    """The last answer was an error that asking again cannot fix (a bad request, an unknown model)."""
+def permanent_failure(state: State, key: str, job: Job = INSTRUCT) -> bool:
+    """The last answer was an error that asking again cannot fix (a bad request, an unknown model), or an
+    invalid answer for a job that does not resubmit those."""
     rs = state.results.get(key) or []
-    return bool(rs) and rs[-1].get("error_type") in PERMANENT_ERRORS
+    if not rs:
+        return False
+    return rs[-1].get("error_type") in PERMANENT_ERRORS or (not job.retry_invalid and bool(rs[-1].get("invalid")))
 
 
 class _Run:
     """One run of the provider over the requests, writing every step to the ledger."""
 
-    def __init__(self, client: Any, ledger: Ledger, state: State, params: InstructParams, reqs: dict[str, Request]):
-        self.client, self.ledger, self.state, self.p, self.reqs = client, ledger, state, params, reqs
+    def __init__(self, client: Any, ledger: Ledger, state: State, params: AnthropicParams, reqs: dict[str, Request],
+                 job: Job = INSTRUCT):
+        self.client, self.ledger, self.state, self.p, self.reqs, self.job = client, ledger, state, params, reqs, job
         self.submitted = 0  # requests sent to the API in this run
         self.batches = 0
         self.adopted = 0
@@ -149,15 +183,15 @@ class _Run:
         req = self.reqs[key]
         tokens = usage_tokens(message.usage)
         text = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", None) == "text")
-        verdict = check_answer(text, len(req.variants), req.source, getattr(message, "stop_reason", None))
+        answer, invalid = self.job.parse(req, text, getattr(message, "stop_reason", None))
         ev = {"ev": "result", "key": key, "type": "succeeded", **where, **tokens, "usd": usd(tokens, self.p, batch)}
         ev["stop_reason"] = getattr(message, "stop_reason", None)
-        if verdict.instructions:
-            ev["instructions"] = verdict.instructions
+        if answer:
+            ev[self.job.answer_field] = answer
         else:
-            ev["invalid"] = verdict.reason
+            ev["invalid"] = invalid
             ev["text"] = text[:2000]  # kept to see what went wrong
-            log.debug("invalid answer for %s: %s", key[:12], verdict.reason)
+            log.debug("invalid answer for %s: %s", key[:12], invalid)
         return ev
 
     @staticmethod
@@ -183,7 +217,8 @@ class _Run:
         return [
             k
             for k in self.reqs
-            if k not in self.state.done and k not in busy and attempts[k] <= self.p.max_retries and not permanent_failure(self.state, k)
+            if k not in self.state.done and k not in busy and attempts[k] <= self.p.max_retries
+            and not permanent_failure(self.state, k, self.job)
         ]
 
     def estimate(self, keys: list[str]) -> float:
@@ -196,12 +231,13 @@ class _Run:
             todo = self.todo(attempts)
             if not todo:
                 return
-            est, spent = self.estimate(todo), self.state.usd()
+            est = self.estimate(todo)
+            spent = self.state.usd() if self.job.budget_over_ledger else self.state.usd(set(self.reqs))
             if spent + est > self.p.max_cost_usd:
                 msg = (
-                    f"instruct: {len(todo)} requests estimated at up to ${est:.2f} (inputs at ~3 characters per"
-                    f" token, answers of max_tokens={self.p.max_tokens}) on top of ${spent:.2f} already spent"
-                    f" exceed instruct.max_cost_usd=${self.p.max_cost_usd:.2f}"
+                    f"{self.job.name}: {len(todo)} requests estimated at up to ${est:.2f} (inputs at ~3 characters"
+                    f" per token, answers of max_tokens={self.p.max_tokens}) on top of ${spent:.2f} already spent"
+                    f" exceed {self.job.budget_key}=${self.p.max_cost_usd:.2f}"
                 )
                 if rnd == 0:
                     raise UserError(f"{msg}; nothing submitted. Raise the budget, lower max_tokens or use fewer DAGs")
@@ -388,6 +424,23 @@ class _Run:
             ex.shutdown(wait=True, cancel_futures=True)
 
 
+def run_requests(reqs: dict[str, Request], params: AnthropicParams, ledger_dir: Path,
+                 job: Job = INSTRUCT) -> tuple[State, _Run | None, int]:
+    """Ask for every request not answered in the ledger yet (resuming what a killed run left); returns the
+    ledger's state, the run (None when nothing was asked) and how many requests the ledger answered already."""
+    with Ledger(ledger_dir) as ledger:
+        state = State.replay(ledger.events())
+        reused = sum(1 for k in reqs if k in state.done)
+        log.info("%s: %d answered in the ledger already, %d not yet (%s, %s)", job.name, reused, len(reqs) - reused,
+                 params.model, "batch" if params.batch else "live")
+        run = None
+        # The API (and so the key) is needed only if something is left to ask.
+        if any(k not in state.done and not permanent_failure(state, k, job) for k in reqs):
+            run = _Run(make_client(params, job.switch_off), ledger, state, params, reqs, job)
+            run.run()
+    return state, run, reused
+
+
 def _metrics(
     reqs: dict[str, Request], state: State, params: InstructParams, run: _Run | None, reused: int, n_pairs: int, n_dags: int
 ) -> dict[str, Any]:
@@ -445,18 +498,8 @@ def anthropic_pairs(
     """
     del seed
     reqs = build_requests(records, params)
-    with Ledger(Path(out_dir) / LEDGER_DIR) as ledger:
-        state = State.replay(ledger.events())
-        reused = sum(1 for k in reqs if k in state.done)
-        log.info(
-            "anthropic: %d DAGs, %d distinct requests, %d answered in the ledger already, %d not yet (%s, %s)",
-            len(records), len(reqs), reused, len(reqs) - reused, params.model, "batch" if params.batch else "live",
-        )  # fmt: skip
-        run = None
-        # The API (and so the key) is needed only if something is left to ask.
-        if any(k not in state.done and not permanent_failure(state, k) for k in reqs):
-            run = _Run(make_client(params), ledger, state, params, reqs)
-            run.run()
+    log.info("anthropic: %d DAGs, %d distinct requests", len(records), len(reqs))
+    state, run, reused = run_requests(reqs, params, Path(out_dir) / LEDGER_DIR)
     pairs = []
     for rec in records:
         key = request_key(rec["source"], int(rec.get("airflow") or 3), params)

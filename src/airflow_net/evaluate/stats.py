@@ -52,3 +52,16 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int, see
     p = min(1.0, max(1.0 / resamples, 2 * min(float((means <= 0).mean()), float((means >= 0).mean()))))
     return {"diff": round(float(d.mean()), 4), "diff_lo": round(float(lo), 4), "diff_hi": round(float(hi), 4),
             "p_value": float(f"{p:.4g}")}
+
+
+def rank_agreement(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of paired values (ties get their average rank); None when it is undefined:
+    fewer than 3 pairs, or one side constant (no ranking to agree with)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"rank agreement needs paired values, got {x.size} and {y.size}")
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return round(float(spearmanr(x, y).statistic), 4)

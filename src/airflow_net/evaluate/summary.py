@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from airflow_net.evaluate.airflow_sample import airflow_sample as run_airflow_sample
@@ -112,8 +113,12 @@ def training_syntax_rate(sft_rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(generated: dict[str, list[dict[str, Any]]], airflow: int, resamples: int, seed: int,
              sft_train: list[dict[str, Any]] | None = None,
-             airflow_sample: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]], dict]:
-    """Metrics (for metrics/eval.json), per-answer CSV rows and per-class examples, for base and fine-tuned."""
+             airflow_sample: int = 0, judge: Callable[..., tuple] | None = None
+             ) -> tuple[dict[str, Any], list[dict[str, Any]], dict]:
+    """Metrics (for metrics/eval.json), per-answer CSV rows and per-class examples, for base and fine-tuned.
+
+    ``judge`` (``judge.run_judge`` with its params bound), when given, adds ``judge`` to the metrics, a score
+    and reason (or failure) column to the CSV and two quoted reasons per model to the examples."""
     metrics: dict[str, Any] = {}
     per_model: dict[str, list[dict[str, Any]]] = {}
     csv_rows: list[dict[str, Any]] = []
@@ -137,4 +142,12 @@ def evaluate(generated: dict[str, list[dict[str, Any]]], airflow: int, resamples
     metrics["training"] = training_syntax_rate(sft_train) if sft_train is not None else {}
     metrics["airflow_sample"] = run_airflow_sample(per_model, airflow_sample, airflow, seed, resamples)
     metrics["bootstrap"] = {"resamples": resamples, "seed": seed, "confidence": 0.95}
+    if judge is not None:
+        metrics["judge"], results, ex["judge"] = judge(generated, per_model)
+        by_model = {which: [r for r in csv_rows if r["model"] == which] for which in MODELS}
+        for which, rows in by_model.items():
+            for i, r in enumerate(rows):
+                res = results[which].get(i, {})  # rows outside the judged sample stay empty
+                r["judge_score"] = res.get("score")
+                r["judge_reason"] = res.get("reason") or res.get("failure")
     return metrics, csv_rows, ex
