@@ -127,6 +127,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
     rewrite_cli.add_parser(sub)
     handlers["rewrite"] = rewrite_cli.run
+    rewrite_cli.add_serve_parser(sub)
+    handlers["rewrite-serve"] = rewrite_cli.run_serve
 
     try:  # the validator's CLI, when its package provides one
         from airflow_net.dagcheck import cli as dagcheck_cli
