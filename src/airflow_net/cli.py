@@ -127,6 +127,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
     rewrite_cli.add_parser(sub)
     handlers["rewrite"] = rewrite_cli.run
+    rewrite_cli.add_serve_parser(sub)
+    handlers["rewrite-serve"] = rewrite_cli.run_serve
     from airflow_net.rewrite import bench_cli as rewrite_bench_cli
 
     rewrite_bench_cli.add_parser(sub)

@@ -1,15 +1,33 @@
 """`airflow-net rewrite "query"`: the reformulation and its milliseconds (an interactive loop without a query).
 
-Example: `airflow-net rewrite --model models/rewrite/finetuned "run etl daily at 5"`.
+Example: `airflow-net rewrite --model models/rewrite/finetuned "run etl daily at 5"`. Without a query it reads
+one per line: a prompt on a terminal (an empty line, `quit` or Ctrl-D ends), every line of a pipe. `--url` asks a
+running `airflow-net rewrite-serve` instead of loading the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+from collections.abc import Callable, Iterator
 
 from airflow_net.rewrite.runtimes import RUNTIMES
-from airflow_net.utils import UserError
+from airflow_net.utils import UserError, setup_logging
+
+log = logging.getLogger(__name__)
+
+SERVE_DOC = """`airflow-net rewrite-serve`: the rewrite (T5) model over HTTP.
+
+POST /v1/rewrite {"query": "..."} -> {"rewrite": "...", "ms": <server ms>, "tokens": n, "runtime": R};
+GET /health; GET /metrics (Prometheus). One worker thread decodes; concurrent requests queue (up to
+--max-queue, then 503) and are taken in batches of up to --max-batch.
+
+Example: `airflow-net rewrite-serve --model models/rewrite/finetuned --port 8090`, then
+`curl -s localhost:8090/v1/rewrite -d '{"query": "run etl daily at 5"}'`.
+"""
+QUIT = {"quit", "exit", ":q"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,23 +38,115 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     # torch-fp32 until the faster runtimes (ONNX Runtime, CTranslate2) are added and measured.
     p.add_argument("--runtime", default="torch-fp32", choices=sorted(RUNTIMES))
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    # as rewrite.evaluate.max_new_tokens: room for the longest canonical requests (most stop far sooner, at EOS)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--no-snap", action="store_true", help="the raw decoded text (default: mended, with the query's "
+                   "ids copied: rewrite.snap, rewrite/snap.py)")
+    p.add_argument("--url", default=None,
+                   help="a running rewrite-serve, e.g. http://127.0.0.1:8090 (then --model/--runtime are unused)")
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("rewrite-serve", help="serve the rewrite (T5) model over HTTP (POST /v1/rewrite)",
+                              description=SERVE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="models/rewrite/finetuned",
+                   help="the Hugging Face T5 folder (PyTorch runtimes) or the runtime's exported folder")
+    # The default should be the fastest runtime measured by rewrite_bench; torch-int8 (about 2x fp32 on the
+    # flan-t5-small shape) until the exported runtimes are measured side by side.
+    p.add_argument("--runtime", default="torch-int8", help=f"one of {', '.join(sorted(RUNTIMES))}")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of the one decoding worker")
+    p.add_argument("--max-batch", type=int, default=8, help="queries the worker takes from the queue at once")
+    p.add_argument("--max-queue", type=int, default=64, help="queries waiting before new ones get 503")
+    # as rewrite.evaluate.max_new_tokens: room for the longest canonical requests (most stop far sooner, at EOS)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-query-chars", type=int, default=2000, help="longer queries get 400")
+    p.add_argument("--no-snap", action="store_true", help="answer the raw decoded text (default: mended, with the "
+                   "query's ids copied: rewrite/snap.py)")
+    p.add_argument("--batch-window-ms", type=float, default=2.0,
+                   help="how long the worker waits for more queries to fill a batch")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds running requests get to finish on SIGTERM")
+    return p
+
+
+def _load(runtime: str, model: str, threads: int):
     from airflow_net.rewrite.runtimes import load
 
     try:
-        rt = load(args.runtime, args.model, args.threads)
-    except ValueError as e:
-        raise UserError(str(e)) from e
-    queries = [args.query] if args.query else (line.strip() for line in sys.stdin)
-    for q in queries:
-        if not q:
-            continue
-        gen = rt.generate([q], args.max_new_tokens)
-        # stdout is the product here (a chat tool), not a log line.
-        sys.stdout.write(f"{gen.texts[0]}\t{gen.ms[0]:.1f} ms\n")
-        sys.stdout.flush()
+        return load(runtime, model, threads)
+    except (ValueError, ImportError, OSError) as e:
+        raise UserError(f"cannot load runtime {runtime} from {model}: {e}".replace("\n", " ")) from e
+
+
+def _queries(query: str | None) -> Iterator[str]:
+    if query:
+        yield query
+        return
+    if sys.stdin.isatty():
+        while True:
+            try:
+                line = input("rewrite> ").strip()
+            except EOFError:
+                sys.stdout.write("\n")
+                return
+            if not line or line.lower() in QUIT:
+                return
+            yield line
+        return
+    for line in sys.stdin:  # a pipe: every line, blank ones skipped
+        if line.strip():
+            yield line.strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    answer: Callable[[str], tuple[str, float]]
+    if args.url:
+        from airflow_net.rewrite.client import ApiError, rewrite_api
+
+        def answer(q: str) -> tuple[str, float]:
+            try:
+                out = rewrite_api(args.url, q)
+            except ValueError as e:  # a bad URL
+                raise UserError(str(e)) from e
+            except ApiError as e:
+                if e.status in (400, 503) and not args.query:  # this line was refused; the next may not be
+                    sys.stderr.write(f"error: {e}\n")
+                    return "", -1.0
+                raise UserError(str(e)) from e
+            return out["rewrite"], float(out["ms"])
+    else:
+        rt = _load(args.runtime, args.model, args.threads)
+
+        from airflow_net.rewrite.snap import snap
+
+        def answer(q: str) -> tuple[str, float]:
+            gen = rt.generate([q], args.max_new_tokens)
+            return (gen.texts[0] if args.no_snap else snap(gen.texts[0], q)), gen.ms[0]
+
+    for q in _queries(args.query):
+        text, ms = answer(q)
+        if ms >= 0:
+            # stdout is the product here (a chat tool), not a log line.
+            sys.stdout.write(f"{text}\t{ms:.1f} ms\n")
+            sys.stdout.flush()
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    setup_logging(os.environ.get("AIRFLOW_NET_LOG", "INFO"))
+    for name in ("threads", "max_batch", "max_queue", "max_new_tokens", "max_query_chars"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
+    if not 0 <= args.batch_window_ms <= 1000:
+        raise UserError(f"--batch-window-ms must be in [0, 1000] (got {args.batch_window_ms})")
+    rt = _load(args.runtime, args.model, args.threads)
+    rt.generate(["warm up"], 4)  # the first decode pays one-off costs (allocations, kernel choice)
+    log.info("loaded %s from %s (%d threads)", args.runtime, args.model, args.threads)
+    from airflow_net.rewrite.server import serve
+
+    serve(rt, runtime_name=args.runtime, host=args.host, port=args.port, max_new_tokens=args.max_new_tokens,
+          max_batch=args.max_batch, max_queue=args.max_queue, max_query_chars=args.max_query_chars,
+          window_s=args.batch_window_ms / 1000, grace_s=args.grace, snap=not args.no_snap)
     return 0
