@@ -59,6 +59,18 @@ def main() -> None:
         metrics["finetuned_snapped"], per_s = score(snapped, rows, metrics["finetuned"]["eval_loss"])
         csv_rows += [{"model": "finetuned_snapped", **r} for r in per_s]
         log.info("finetuned_snapped: %s", metrics["finetuned_snapped"])
+    if p.rewrite.beams > 1:
+        # what the pipeline serves (generate --rewrite, the templated and reformulated strategies): the first of
+        # rewrite.beams beams that parses, snapped
+        from airflow_net.rewrite.reformulator import Reformulator
+
+        banner(f"finetuned_served: {p.rewrite.beams} beams, the first that parses{', snapped' if p.rewrite.snap else ''}")
+        ref = Reformulator(args.finetuned, threads=torch.get_num_threads(), max_new_tokens=ep.max_new_tokens,
+                           snap=p.rewrite.snap, beams=p.rewrite.beams)
+        served = [ref(q["query"]) for q in rows]
+        metrics["finetuned_served"], per_b = score(served, rows, metrics["finetuned"]["eval_loss"])
+        csv_rows += [{"model": "finetuned_served", **r} for r in per_b]
+        log.info("finetuned_served: %s", metrics["finetuned_served"])
     metrics["gain"] = {k: round(metrics["finetuned"][k] - metrics["base"][k], 4)
                        for k in HEADLINE if k in metrics["base"]}
     with atomic_path(args.out) as tmp:

@@ -49,7 +49,7 @@ def main() -> None:
         from airflow_net.rewrite.reformulator import Reformulator
 
         reformulate = Reformulator(args.rewrite, max_new_tokens=p.rewrite.evaluate.max_new_tokens,
-                                   snap=p.rewrite.snap)
+                                   snap=p.rewrite.snap, beams=p.rewrite.beams)
 
     gguf = exported_gguf(args.models, "finetuned", quantized=g.quantized)
     banner(f"{args.strategy}: {len(requests)} requests with {gguf.name}")

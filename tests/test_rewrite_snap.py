@@ -11,7 +11,7 @@ from airflow_net.data.canonical import format_canonical, parse_canonical
 from airflow_net.data.describer import describe
 from airflow_net.data.factory import generate
 from airflow_net.data.noiser import noisy_request
-from airflow_net.rewrite.snap import repair, request_identifiers, snap
+from airflow_net.rewrite.snap import pick, repair, request_identifiers, snap
 
 SPECS = [s for s, _ in generate(120, seed=11, airflow3_share=0.7, max_tasks=5)]
 REQ = ("hi, need a dag called vacuum_mart_tables every monday at 00:45: start (no-op) -> vacuum_orders (sql) "
@@ -76,3 +76,28 @@ def test_unparsable_text_and_requests_without_ids_are_returned_unchanged():
 def test_request_identifiers_reads_backticks_and_snake_case_first_mention_first():
     ids = request_identifiers("Need `orders` then load_orders and `refresh_view`, then load_orders again")
     assert ids == ["orders", "refresh_view", "load_orders"]
+
+
+def test_pick_takes_the_first_candidate_that_parses_after_snapping():
+    bad = "dag x | schedule | a[Bash"
+    second = "dag vacuum_mart_tablez | schedule @daily | start[Empty]"
+    third = "dag vacuum_mart_tables | schedule @weekly | start[Empty]"
+    assert pick([bad, second, third], REQ) == "dag vacuum_mart_tables | schedule @daily | start[Empty]"
+    assert pick([bad, second, third], REQ, mend=False) == second
+    assert pick([bad, bad], REQ) == bad  # none parses: the best one, for the caller's fallback
+    with pytest.raises(ValueError):
+        pick([], REQ)
+
+
+def test_reformulator_beams_return_a_parsing_candidate_when_one_exists(tmp_path, monkeypatch):
+    from airflow_net.rewrite.reformulator import Reformulator
+    from tests.support.tiny_t5 import LINES, build_tiny_t5
+
+    folder = build_tiny_t5(tmp_path / "m")
+    ref = Reformulator(folder, beams=3, max_new_tokens=6)
+    assert ref.beams == 3 and isinstance(ref(LINES[0]), str) and ref.last_ms > 0
+    texts, _ = ref.runtime.nbest(LINES[0], 3, 6)
+    assert len(texts) == 3 and ref(LINES[0]) == pick(texts, LINES[0])
+    good = "dag d | schedule @daily | a[Bash]"
+    monkeypatch.setattr(ref.runtime, "nbest", lambda q, n, m: (["nonsense", good, "x"], 1.0))
+    assert ref("make dag d") == good

@@ -33,7 +33,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.rewrite:  # the reformulator first: a person's request -> the canonical request
         from airflow_net.rewrite.reformulator import Reformulator
 
-        rewriter = Reformulator(args.rewrite, max_new_tokens=p.rewrite.evaluate.max_new_tokens, snap=p.rewrite.snap)
+        rewriter = Reformulator(args.rewrite, max_new_tokens=p.rewrite.evaluate.max_new_tokens, snap=p.rewrite.snap,
+                                beams=p.rewrite.beams)
 
         def reformulate(text: str) -> str:
             out = rewriter(text)

@@ -406,6 +406,8 @@ class RewriteParams(_Section):
     # mend and copy ids after decoding (rewrite/snap.py): every use of the reformulator; rewrite_evaluate
     # reports the fine-tuned model with and without it
     snap: bool = True
+    # the n best beams, the first that parses (torch runtimes; others greedy): more parses, ~2-3x the time
+    beams: int = Field(4, ge=1, le=16)
     export: RewriteExportParams = Field(default_factory=RewriteExportParams)
     bench: RewriteBenchParams = Field(default_factory=RewriteBenchParams)
 

@@ -333,10 +333,11 @@ def reformulator_section(metrics: Path) -> list[str]:
         return []
     lines = ["## The reformulator (a person's request -> the canonical request)", ""]
     if ev:
-        lines += ["`metrics/rewrite_eval.json`, test split. *snapped*: the fine-tuned answers mended and with the "
-                  "request's ids copied after decoding (`rewrite.snap`), as the templated strategy uses them.", "",
+        lines += ["`metrics/rewrite_eval.json`, test split. *snapped*: the fine-tuned greedy answers mended and with "
+                  "the request's ids copied after decoding (`rewrite.snap`); *served*: the first of `rewrite.beams` "
+                  "beams that parses, snapped: what the templated and reformulated strategies use.", "",
                   "| model | eval_loss | ROUGE-L | exact match | structural F1 | parses |", "|---|---:|---:|---:|---:|---:|"]
-        for which in ("base", "finetuned", "finetuned_snapped"):
+        for which in ("base", "finetuned", "finetuned_snapped", "finetuned_served"):
             m = ev.get(which)
             if m:
                 lines.append(f"| {which} | {_num(m.get('eval_loss'))} | {m['rougeL']:.3f} | {m['exact_match']:.3f} | "

@@ -42,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--no-snap", action="store_true", help="the raw decoded text (default: mended, with the query's "
                    "ids copied: rewrite.snap, rewrite/snap.py)")
+    p.add_argument("--beams", type=int, default=4, help="beam width; the first beam that parses wins (torch "
+                   "runtimes; 1: greedy, the others always greedy). Default as rewrite.beams")
     p.add_argument("--url", default=None,
                    help="a running rewrite-serve, e.g. http://127.0.0.1:8090 (then --model/--runtime are unused)")
     return p
@@ -119,9 +121,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         rt = _load(args.runtime, args.model, args.threads)
 
-        from airflow_net.rewrite.snap import snap
+        from airflow_net.rewrite.snap import pick, snap
 
         def answer(q: str) -> tuple[str, float]:
+            if args.beams > 1 and hasattr(rt, "nbest"):  # the first of the n best that parses (rewrite.beams)
+                texts, ms = rt.nbest(q, args.beams, args.max_new_tokens)
+                return pick(texts, q, mend=not args.no_snap), ms
             gen = rt.generate([q], args.max_new_tokens)
             return (gen.texts[0] if args.no_snap else snap(gen.texts[0], q)), gen.ms[0]
 

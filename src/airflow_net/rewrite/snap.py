@@ -147,3 +147,18 @@ def snap(rewrite: str, request: str) -> str:
 def _sub_outside_brackets(rx: re.Pattern, repl, text: str) -> str:
     parts = re.split(r"(\[[^\]]*\])", text)
     return "".join(p if p.startswith("[") else rx.sub(repl, p) for p in parts)
+
+
+def pick(candidates: list[str], request: str, *, mend: bool = True) -> str:
+    """The first of ``candidates`` (best first, e.g. beams) that parses as a canonical request, after
+    ``snap`` when ``mend``; the first candidate when none parses (the caller's fallback then applies)."""
+    if not candidates:
+        raise ValueError("pick: expected at least one candidate")
+    done = [snap(c, request) if mend else c for c in candidates]
+    for c in done:
+        try:
+            parse_canonical(c)
+        except CanonicalError:
+            continue
+        return c
+    return done[0]
