@@ -208,3 +208,23 @@ def test_cli_generate_with_strategy(tmp_path, capsys, strategy):
     assert "candidates: " + ("2" if strategy == "best_of_n" else "1") in err
     if strategy != "best_of_n":  # greedy reproduces the teacher's DAG
         assert out == tiny_gguf.DAG and exc.value.code == 0
+
+
+def test_cli_templated_renders_a_canonical_request_without_any_model(tmp_path, capsys, monkeypatch):
+    """The default strategy: a canonical request renders as it is (no DAG model, no reformulator in this cwd)."""
+    from pathlib import Path
+
+    from airflow_net.cli import main
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    monkeypatch.chdir(tmp_path)  # no models/rewrite/finetuned here
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "dag orders_sync | schedule */15 * * * * | pull_orders[Bash] >> load_orders[@task]",
+              "--params", str(params)])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0 and '"orders_sync"' in out and "load_orders" in out
+    assert "# strategy: templated;" in err and "# dagcheck: valid" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "make me a dag", "--params", str(params), "--strategy", "reformulated"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "needs the rewrite model" in err and err.count("\n") == 1

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from airflow_net.utils import UserError, setup_logging
 
@@ -30,6 +31,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     n = args.n or g.best_of_n
     endpoint = args.endpoint or g.endpoint
     reformulate = None
+    if strategy in ("templated", "reformulated") and not args.rewrite:
+        default = "models/rewrite/finetuned"
+        if (Path(default) / "config.json").is_file():
+            args.rewrite = default  # these strategies reformulate first: the pipeline's reformulator
+            print(f"# {strategy}: reformulating with {default} (--rewrite DIR for another)", file=sys.stderr)
+        elif strategy == "reformulated":
+            raise UserError("--strategy reformulated needs the rewrite model: pass --rewrite DIR "
+                            f"(or run `dvc repro rewrite_train` to make {default})")
     if args.rewrite:  # the reformulator first: a person's request -> the canonical request
         from airflow_net.rewrite.reformulator import Reformulator
 
@@ -41,8 +50,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             print(f"# rewrite ({rewriter.last_ms:.0f} ms): {out}", file=sys.stderr)
             return out
 
-        if strategy != "templated":  # the DAG model gets the concise request (it is trained on that style too)
-            request = reformulate(request)
+        if strategy not in ("templated", "reformulated"):  # the DAG model gets the concise request (it is
+            request = reformulate(request)  # trained on that style too); those two call the reformulator themselves
     if strategy == "templated" and not (endpoint or args.model):
         def backend(*_a, **_k):  # noqa: ANN202
             raise UserError("the request did not render as a canonical request: pass --model (a GGUF) or --endpoint"
@@ -93,8 +102,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
                    "(default: generate.endpoint; the key comes from the env variable named by generate.api_key_env)")
     g.add_argument("--params", default="params.yaml")
     g.add_argument("--max-tokens", type=int, default=0)
-    g.add_argument("--strategy", default=None, choices=("direct", "best_of_n", "repair", "best_of_n_repair", "templated"),
-                   help="direct | best_of_n | repair | best_of_n_repair | templated "
+    g.add_argument("--strategy", default=None,
+                   choices=("direct", "best_of_n", "repair", "best_of_n_repair", "templated", "reformulated"),
+                   help="direct | best_of_n | repair | best_of_n_repair | templated | reformulated "
                    "(default: generate.strategy in the params)")
     g.add_argument("-n", type=int, default=0, help="best_of_n's candidates (default: generate.best_of_n)")
     g.add_argument("--rounds", type=int, default=None, help="repair rounds (default: generate.repair_rounds)")

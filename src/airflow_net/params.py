@@ -221,7 +221,7 @@ class GenerateParams(_Section):
     # the answer's dag/task/group ids are copied from the identifiers the request names (a decoding constraint)
     copy_ids: bool = True
     # generation strategy (airflow_net.generate.strategies.STRATEGIES): what `airflow-net generate` uses by default
-    strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated"] = "direct"
+    strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated", "reformulated"] = "templated"
     # templated: what answers a request that does not render (not canonical, nor its reformulation)
     templated_fallback: Literal["direct", "best_of_n", "repair", "best_of_n_repair"] = "direct"
     best_of_n: int = Field(4, ge=1, le=64)  # candidates sampled together in one batch by best_of_n
