@@ -325,3 +325,8 @@ def test_import_fallbacks_follow_the_block_the_target_airflow_runs(airflow):
         d()
     """)
     assert not [c for c in codes(deco, airflow=airflow) if c.startswith("DC3")]
+    # the fallback block never runs where the first import loads: its deprecated path is no warning there
+    assert "DC105" not in codes(FALLBACK, airflow=3) and "DC105" not in codes(deco, airflow=3)
+    # ... but a fallback that runs (Airflow 2 has no airflow.sdk) is checked like any import
+    bad = deco.replace("from airflow.decorators import dag, task", "from airflow.decoratorz import dag, task")
+    assert ("DC103" in codes(bad, airflow=airflow)) == (airflow == 2)

@@ -202,6 +202,33 @@ class Env:
         return False
 
 
+def import_fallback_choice(node: ast.Try, index: Any, airflow: int) -> int | None:
+    """`try: from airflow.sdk import dag` / `except ImportError: from airflow.decorators import dag`: which
+    block the target Airflow runs (0: the body, i: the i-th handler), decided by the API index, when every
+    block is Airflow imports and every handler catches ImportError; None when that cannot be decided."""
+    if index is None or not node.handlers:
+        return None
+    for h in node.handlers:
+        names = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
+        if not all(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError", "Exception")
+                   for n in names):
+            return None
+    for i, block in enumerate([node.body + node.orelse, *[h.body for h in node.handlers]]):
+        verdicts = []
+        for st in block:
+            if isinstance(st, ast.Pass):
+                continue
+            if not isinstance(st, ast.ImportFrom) or st.level or not (
+                    st.module == "airflow" or (st.module or "").startswith("airflow.")):
+                return None
+            verdicts += [index.check(st.module, a.name, airflow).status for a in st.names]
+        if any(v not in ("ok", "deprecated", "unknown-module", "unknown-name", "removed") for v in verdicts):
+            return None  # a path the index does not cover: either block may run
+        if all(v in ("ok", "deprecated") for v in verdicts):
+            return i
+    return None
+
+
 BUILTIN_FUNCS = {"range", "len", "enumerate", "zip", "str", "list", "tuple", "reversed", "sorted", "dict"}
 
 
@@ -330,31 +357,8 @@ class Interpreter:
         # Global, Nonlocal, Pass, Break, Continue, Delete, Assert, Raise: nothing to model
 
     def _import_fallback(self, node: ast.Try) -> list[ast.stmt] | None:
-        """`try: from airflow.sdk import dag` / `except ImportError: from airflow.decorators import dag`: the
-        block that the target Airflow runs, decided by the API index, when every block is Airflow imports
-        and every handler catches ImportError; None when that cannot be decided."""
-        if self.index is None or not node.handlers:
-            return None
-        for h in node.handlers:
-            names = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
-            if not all(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError", "Exception")
-                       for n in names):
-                return None
-        blocks = [node.body + node.orelse, *[h.body for h in node.handlers]]
-        for block in blocks:
-            verdicts = []
-            for st in block:
-                if isinstance(st, ast.Pass):
-                    continue
-                if not isinstance(st, ast.ImportFrom) or st.level or not (
-                        st.module == "airflow" or (st.module or "").startswith("airflow.")):
-                    return None
-                verdicts += [self.index.check(st.module, a.name, self.airflow).status for a in st.names]
-            if any(v not in ("ok", "deprecated", "unknown-module", "unknown-name", "removed") for v in verdicts):
-                return None  # a path the index does not cover: either block may run
-            if all(v in ("ok", "deprecated") for v in verdicts):
-                return block
-        return None
+        i = import_fallback_choice(node, self.index, self.airflow)
+        return None if i is None else ([*node.body, *node.orelse] if i == 0 else node.handlers[i - 1].body)
 
     def _exec_branches(self, node: ast.AST, blocks: list[list[ast.stmt]], env: Env) -> None:
         """Follow every branch of a condition we cannot decide. Tasks made in different branches of one

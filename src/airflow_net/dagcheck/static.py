@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from airflow_net.dagcheck import names as names_mod
 from airflow_net.dagcheck.api import ApiIndex, missing_import_hint
 from airflow_net.dagcheck.findings import WARNING, Finding, Report, make_finding
-from airflow_net.dagcheck.interp import Const, Dag, Interpreter, Ref, Task
+from airflow_net.dagcheck.interp import Const, Dag, Interpreter, Ref, Task, import_fallback_choice
 
 # Airflow's cron presets (airflow/utils/dates.py); anything else goes to croniter as Airflow does.
 CRON_PRESETS = {
@@ -72,6 +72,11 @@ def check_imports(facts: names_mod.NameAnalyzer, airflow: int, index: ApiIndex) 
     for node, in_function, guarded in facts.imports:
         if guarded:
             continue
+        handler = facts.handler_imports.get(id(node))
+        if handler is not None:
+            choice = import_fallback_choice(handler[0], index, airflow)
+            if choice is not None and choice != handler[1] + 1:
+                continue  # the fallback of an import that the target Airflow has: it never runs there
         if isinstance(node, ast.ImportFrom):
             if node.level or not node.module:
                 continue
