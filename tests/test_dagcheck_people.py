@@ -25,6 +25,7 @@ from airflow_net.dagcheck.people import (
     licence_of,
     load_manifest,
     people_examples,
+    read_archive,
     scan,
     support_modules,
     written_for,
@@ -83,16 +84,12 @@ def test_dag_files_version_licence_and_support_modules(tmp_path):
              "acme-1.0/src/acme/sub/m.py": "Y = 2\n", "acme-1.0/examples/dags/e.py": DAG2}
     tgz = make_sdist(tmp_path / "acme-1.0.tar.gz", sdist)
     assert scan(tgz)["licence"] == "Apache Software License"
-    from airflow_net.dagcheck.people import read_archive
-
     assert set(support_modules(read_archive(tgz))) == {"acme/__init__.py", "acme/sub/__init__.py", "acme/sub/m.py"}
     support = support_modules(read_archive(whl))
     assert "acme/ops.py" in support and not any(k.startswith(("airflow/", "tests/")) for k in support)
     assert licence_of({}) == "unknown"
     with pytest.raises(UserError, match="expected a wheel"):
-        from airflow_net.dagcheck.people import read_archive as ra
-
-        ra(tmp_path / "x.egg")
+        read_archive(tmp_path / "x.egg")
 
 
 def test_fetch_verifies_every_sha256_against_the_manifest(tmp_path):
