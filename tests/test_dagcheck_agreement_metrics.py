@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from airflow_net.dagcheck.agreement import Row, _unchecked, metrics, table
+from airflow_net.dagcheck.agreement import Row, metrics, table, unchecked_reason
 
 
-def row(name, written_for, judged_as, static_ok, airflow_ok, mutation=None, codes=(), expected=None, unchecked=False):
+def row(name, written_for, judged_as, static_ok, airflow_ok, mutation=None, codes=(), expected=None, unchecked=""):
     return Row(name=name, airflow=judged_as, mutation=mutation, expected=expected, static_ok=static_ok,
                airflow_ok=airflow_ok, static_codes=list(codes), written_for=written_for, unchecked=unchecked)
 
@@ -18,7 +18,7 @@ def test_cells_codes_false_alarms_and_misses():
         row("3/c.py#cycle", 3, 3, False, False, mutation="cycle", codes=["DC302"], expected="DC302"),
         row("3/c.py#cycle", 3, 2, False, False, mutation="cycle", codes=["DC103"], expected="DC302"),
         row("3/d.py", 3, 3, True, False),  # a miss
-        row("3/e.py", 3, 3, True, False, codes=["DC107"], unchecked=True),  # left out
+        row("3/e.py", 3, 3, True, False, codes=["DC107"], unchecked="provider outside the index"),  # left out
     ]
     m = metrics(rows)
     assert set(m["by_cell"]) == {"2->2", "2->3", "3->2", "3->3"} and m["unchecked"] == 1
@@ -30,11 +30,22 @@ def test_cells_codes_false_alarms_and_misses():
     assert m["by_code"]["DC104"] == {"files": 1, "agree": 0, "false_alarm": 1}
     text = table(rows)
     assert "| 2->3 | 2 | 50.00% | 1 | 0 |" in text and "2->3 false alarms: 2/b.py" in text
+    assert m["unchecked_by_reason"] == {"provider outside the index": 1}
+    assert "unchecked (provider outside the index): 1" in text
 
 
-def test_unchecked_only_when_the_missing_module_is_what_dagcheck_could_not_check():
-    assert _unchecked(["DC107"], "DC901: ModuleNotFoundError: No module named 'airflow.providers.openai'")
-    assert _unchecked(["DC106"], "DC901: ModuleNotFoundError: No module named 'acme_internal'")
-    assert not _unchecked(["DC106"], "DC901: ModuleNotFoundError: No module named 'airflow.sdk'")
-    assert not _unchecked(["DC107"], "DC901: TypeError: bad argument")
-    assert not _unchecked([], "DC901: ModuleNotFoundError: No module named 'acme_internal'")
+def test_unchecked_only_when_the_dagbag_failed_on_something_dagcheck_could_not_check():
+    own = "from acme_provider.operators import AcmeOperator\nfrom airflow import DAG\n"
+    msg = "DC901: ModuleNotFoundError: No module named '{}'"
+    assert unchecked_reason(own, ["DC107"], msg.format("airflow.providers.openai"))
+    assert unchecked_reason(own, ["DC106"], msg.format("acme_internal"))
+    # the file's own package imports airflow.sdk (Airflow 3) while judged as Airflow 2: the DAG file does not
+    assert unchecked_reason(own, ["DC106"], msg.format("airflow.sdk")) == "fails inside a package dagcheck does not check"
+    assert unchecked_reason(own, ["DC106"], "DC901: ImportError: cannot import name 'apply_defaults' from "
+                            "'airflow.utils.decorators' (unknown location)")
+    # ... but when the DAG file itself imports the missing Airflow module, that is dagcheck's business
+    assert not unchecked_reason(own + "from airflow.sdk import dag\n", ["DC106"], msg.format("airflow.sdk"))
+    assert not unchecked_reason(own, ["DC107"], "DC901: TypeError: bad argument")
+    assert not unchecked_reason(own, [], msg.format("acme_internal"))
+    assert unchecked_reason(own, [], "DC901: AttributeError: task decorator 'llm' not found")
+    assert unchecked_reason(own, [], "DC901: AirflowNotFoundException: The conn_id `x` isn't defined")

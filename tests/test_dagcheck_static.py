@@ -261,3 +261,72 @@ def test_nested_groups_and_prefix_group_id():
     # As Airflow 3.3 builds it (checked with DagBag): prefix_group_id=False drops every prefix of its tasks.
     assert set(s.tasks) == {"start", "outer.inner.a", "b", "end"}
     assert s.edges == {("outer.inner.a", "b"), ("b", "end"), ("start", "outer.inner.a")}
+
+
+OPAQUE = textwrap.dedent("""\
+    from datetime import datetime
+    from airflow import DAG
+    from acme_provider.operators import AcmeOperator, AcmeSensor
+
+    with DAG("acme", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+        sync = AcmeOperator(task_id="sync", acme_conn_id="acme_default")
+        wait = AcmeSensor(task_id="wait", run_id="{{ ti.xcom_pull(task_ids='sync') }}")
+        sync >> wait
+""")
+
+
+def test_operators_of_packages_outside_the_index_are_tasks_with_unchecked_arguments():
+    # the package is not checked (a warning), its operators' arguments are not judged, the xcom id is theirs
+    assert {c for c in codes(OPAQUE, airflow=2) if c.startswith("DC")} == {"DC106"}
+    assert "DC303" in codes(OPAQUE.replace("task_ids='sync'", "task_ids='synk'"), airflow=2)
+    # they are tasks of the DAG: a cycle through them and a duplicate id are errors, as Airflow finds them
+    assert "DC302" in codes(OPAQUE + "    wait >> sync\n", airflow=2)
+    assert "DC301" in codes(OPAQUE.replace('task_id="wait"', 'task_id="sync"'), airflow=3)
+    # outside any DAG it is an orphan, unless it is given a dag= we cannot resolve
+    orphan = OPAQUE + "late = AcmeOperator(task_id='late')\n"
+    assert "DC304" in codes(orphan, airflow=2)
+    assert "DC304" not in codes(orphan.replace("task_id='late'", "task_id='late', dag=get_dag()"), airflow=2)
+
+
+FALLBACK = textwrap.dedent("""\
+    from datetime import datetime
+    from airflow import DAG
+    try:  # Airflow 3
+        from airflow.providers.standard.operators.empty import EmptyOperator
+    except ImportError:  # Airflow 2
+        from airflow.operators.empty import EmptyOperator
+
+    with DAG("d", start_date=datetime(2024, 1, 1), schedule=None) as dag:
+        a = EmptyOperator(task_id="a")
+        b = EmptyOperator(task_id="b")
+        a >> b
+""")
+
+
+@pytest.mark.parametrize("airflow", [2, 3])
+def test_import_fallbacks_follow_the_block_the_target_airflow_runs(airflow):
+    # whichever block runs, EmptyOperator is known: its tasks, their cycle and a @dag imported this way count
+    assert not [c for c in codes(FALLBACK, airflow=airflow) if c.startswith("DC3")]
+    assert "DC302" in codes(FALLBACK + "    b >> a\n", airflow=airflow)
+    deco = textwrap.dedent("""\
+        from datetime import datetime
+        try:
+            from airflow.sdk import dag, task
+        except ImportError:
+            from airflow.decorators import dag, task
+
+        @dag(schedule=None, start_date=datetime(2024, 1, 1))
+        def d():
+            @task
+            def t():
+                pass
+            t()
+
+        d()
+    """)
+    assert not [c for c in codes(deco, airflow=airflow) if c.startswith("DC3")]
+    # the fallback block never runs where the first import loads: its deprecated path is no warning there
+    assert "DC105" not in codes(FALLBACK, airflow=3) and "DC105" not in codes(deco, airflow=3)
+    # ... but a fallback that runs (Airflow 2 has no airflow.sdk) is checked like any import
+    bad = deco.replace("from airflow.decorators import dag, task", "from airflow.decoratorz import dag, task")
+    assert ("DC103" in codes(bad, airflow=airflow)) == (airflow == 2)

@@ -7,8 +7,11 @@ and their mutants, one defect each).
                                                 # judged as Airflow 2 and 3; per (written for, judged as) cell,
                                                 # mutation kind and finding code; false alarms and misses by file
     python tools/bench_dagcheck.py all
+    python tools/bench_dagcheck.py agreement --corpus people  # DAG files that people wrote, shipped in
+                                                # third-party PyPI packages (people.py's pinned manifest)
 
-The wheels are downloaded once into .cache/dagcheck/wheels (pip download, ~21 MB).
+The wheels are downloaded once into .cache/dagcheck/wheels (pip download, ~21 MB); people's packages into
+.cache/dagcheck/people (~4 MB).
 """
 
 from __future__ import annotations
@@ -30,13 +33,20 @@ from airflow_net.dagcheck import agreement, check_source  # noqa: E402
 from airflow_net.dagcheck.airflow_tier import AirflowEngine, env_available  # noqa: E402
 from airflow_net.dagcheck.api import ApiIndex  # noqa: E402
 from airflow_net.dagcheck.corpus import example_dags, fetch_wheels, mutate  # noqa: E402
+from airflow_net.dagcheck.people import fetch_people_dags, people_examples  # noqa: E402
 
 log = logging.getLogger("bench_dagcheck")
 CACHE = ROOT / ".cache" / "dagcheck" / "wheels"
+PEOPLE_CACHE = ROOT / ".cache" / "dagcheck" / "people"
 
 
-def corpus() -> list:
-    examples = example_dags(fetch_wheels(CACHE))
+def corpus(which: str = "apache") -> list:
+    """Apache's example DAGs, people's DAG files (people.py), or both; each with its mutants."""
+    examples = []
+    if which in ("apache", "both"):
+        examples += example_dags(fetch_wheels(CACHE))
+    if which in ("people", "both"):
+        examples += people_examples(fetch_people_dags(PEOPLE_CACHE))
     return examples + [m for e in examples for m in mutate(e)]
 
 
@@ -114,7 +124,7 @@ def run_agreement(files: list) -> dict:
         raise SystemExit(f"no Airflow environment for {missing}: run `make airflow-env` first")
     rows, timing = agreement.run(files, judge_as="both")
     print(agreement.table(rows))
-    bad = [r for r in rows if not r.agree or not r.detected]
+    bad = [r for r in rows if not r.unchecked and (not r.agree or not r.detected)]
     if bad:
         print("\nfiles where the verdicts differ or the expected code is missing:")
         for r in bad:
@@ -129,9 +139,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("speed", "agreement", "all"), nargs="?", default="all")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON here")
+    ap.add_argument("--corpus", choices=("apache", "people", "both"), default="apache",
+                    help="Apache's example DAGs (default), DAG files from third-party packages, or both")
     args = ap.parse_args()
     logging.basicConfig(level="WARNING")
-    files = corpus()
+    files = corpus(args.corpus)
     print(f"corpus: {sum(f.mutation is None for f in files)} example DAGs + "
           f"{sum(f.mutation is not None for f in files)} mutants")
     result = {}

@@ -259,10 +259,12 @@ def inspect_dags(bag, major: int) -> dict:
 
 
 def child_main(path: str, workdir: str, scratch: str, memory_mb: int, cpu_s: int, major: int, wfd: int,
-               DagBag) -> None:  # noqa: N803 (the class is passed in, loaded once by the parent)
+               DagBag, sys_path: str | None = None) -> None:  # noqa: N803 (the class is passed in, loaded once)
     violations: list[str] = []
     result: dict = {"status": "ok", "import_errors": [], "violations": violations}
     try:
+        if sys_path:  # the file's own package beside it (inside the scratch folder), as a dags folder is
+            sys.path.insert(0, sys_path)
         os.setsid()
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
@@ -303,7 +305,8 @@ def run_one(req: dict, DagBag, major: int, scratch: str) -> dict:  # noqa: N803
     if pid == 0:
         os.close(rfd)
         try:
-            child_main(path, workdir, scratch, memory_mb, max(1, int(timeout) + 1), major, wfd, DagBag)
+            child_main(path, workdir, scratch, memory_mb, max(1, int(timeout) + 1), major, wfd, DagBag,
+                       req.get("sys_path"))
         finally:
             os._exit(3)
     os.close(wfd)

@@ -235,7 +235,13 @@ class AirflowEngine:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
 
-    def check_source(self, source: str, filename: str = "dag.py") -> AirflowResult:
+    def check_source(self, source: str, filename: str = "dag.py",
+                     support: dict[str, bytes] | None = None) -> AirflowResult:
+        """Parse one file with the real DagBag. support: modules of the file's own package (import-relative
+        path -> bytes), written beside it with that folder on sys.path, as Airflow puts its dags folder there."""
+        for rel in support or {}:
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel.endswith(".py"):
+                raise UserError(f"support module {rel!r}: expected a relative path to a .py file inside its package")
         self.start()
         assert self.proc is not None and self.proc.stdin is not None and self.scratch is not None
         self._n += 1
@@ -247,6 +253,14 @@ class AirflowEngine:
         path.parent.mkdir()
         path.write_text(source, encoding="utf-8", errors="surrogateescape")
         req = {"id": self._n, "path": str(path), "timeout": self.timeout_s, "memory_mb": self.memory_mb}
+        for rel, data in (support or {}).items():
+            target = path.parent / rel
+            if target == path:
+                continue  # the DAG file itself ships inside its package: the source given wins
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if support:
+            req["sys_path"] = str(path.parent)
         t0 = time.monotonic()
         try:
             self.proc.stdin.write(json.dumps(req) + "\n")

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_net.utils import UserError
@@ -58,6 +58,9 @@ class Example:
     airflow: int
     mutation: str | None = None  # None: the unmodified example
     expected: str | None = None  # the code this mutation must produce
+    # Modules the file imports from its own package (import-relative path -> bytes), put beside it for the
+    # DagBag as an installed package would be (see people.py); empty for Apache's examples.
+    support: dict[str, bytes] = field(default_factory=dict)
 
 
 def fetch_wheels(cache: str | Path) -> dict[int, list[Path]]:
@@ -166,7 +169,8 @@ def mutate(example: Example) -> list[Example]:
         except (SyntaxError, ValueError, IndexError):
             src = None
         if src and src != example.source:
-            out.append(Example(f"{example.name}#{kind}", src, example.airflow, kind, expected_code(kind, example.airflow)))
+            out.append(Example(f"{example.name}#{kind}", src, example.airflow, kind, expected_code(kind, example.airflow),
+                               example.support))
     return out
 
 
@@ -194,7 +198,8 @@ def _m_missing_import(src: str, airflow: int) -> str | None:
     used = {n.id for n in _module_level_nodes(tree) if isinstance(n, ast.Name)}
     lines = _lines(src)
     for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("airflow") and len(node.names) == 1:
+        module = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
+        if (module == "airflow" or module.startswith("airflow.")) and len(node.names) == 1:
             alias = node.names[0]
             name = alias.asname or alias.name
             if name in used and alias.asname is None:

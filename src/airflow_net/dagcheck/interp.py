@@ -202,6 +202,33 @@ class Env:
         return False
 
 
+def import_fallback_choice(node: ast.Try, index: Any, airflow: int) -> int | None:
+    """`try: from airflow.sdk import dag` / `except ImportError: from airflow.decorators import dag`: which
+    block the target Airflow runs (0: the body, i: the i-th handler), decided by the API index, when every
+    block is Airflow imports and every handler catches ImportError; None when that cannot be decided."""
+    if index is None or not node.handlers:
+        return None
+    for h in node.handlers:
+        names = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
+        if not all(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError", "Exception")
+                   for n in names):
+            return None
+    for i, block in enumerate([node.body + node.orelse, *[h.body for h in node.handlers]]):
+        verdicts = []
+        for st in block:
+            if isinstance(st, ast.Pass):
+                continue
+            if not isinstance(st, ast.ImportFrom) or st.level or not (
+                    st.module == "airflow" or (st.module or "").startswith("airflow.")):
+                return None
+            verdicts += [index.check(st.module, a.name, airflow).status for a in st.names]
+        if any(v not in ("ok", "deprecated", "unknown-module", "unknown-name", "removed") for v in verdicts):
+            return None  # a path the index does not cover: either block may run
+        if all(v in ("ok", "deprecated") for v in verdicts):
+            return i
+    return None
+
+
 BUILTIN_FUNCS = {"range", "len", "enumerate", "zip", "str", "list", "tuple", "reversed", "sorted", "dict"}
 
 
@@ -315,8 +342,12 @@ class Interpreter:
             else:
                 self._exec_branches(node, [node.body, node.orelse], env)
         elif isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))):
-            # The body (then `else`) is the normal path; each handler is an alternative to it.
-            self._exec_branches(node, [node.body + node.orelse, *[h.body for h in node.handlers]], env)
+            chosen = self._import_fallback(node)
+            if chosen is not None:
+                self.exec_block(chosen, env)
+            else:
+                # The body (then `else`) is the normal path; each handler is an alternative to it.
+                self._exec_branches(node, [node.body + node.orelse, *[h.body for h in node.handlers]], env)
             self.exec_block(node.finalbody, env)
         elif isinstance(node, ast.Return):
             raise _Return(self.ev(node.value, env) if node.value is not None else Const(None))
@@ -324,6 +355,10 @@ class Interpreter:
             self.ev(node.subject, env)
             self._exec_branches(node, [c.body for c in node.cases], env)
         # Global, Nonlocal, Pass, Break, Continue, Delete, Assert, Raise: nothing to model
+
+    def _import_fallback(self, node: ast.Try) -> list[ast.stmt] | None:
+        i = import_fallback_choice(node, self.index, self.airflow)
+        return None if i is None else ([*node.body, *node.orelse] if i == 0 else node.handlers[i - 1].body)
 
     def _exec_branches(self, node: ast.AST, blocks: list[list[ast.stmt]], env: Env) -> None:
         """Follow every branch of a condition we cannot decide. Tasks made in different branches of one
@@ -1172,6 +1207,12 @@ class Interpreter:
 
     def call_ref(self, fn: Ref, args: list[Any], kwargs: dict[str, Any], complete: bool, node: ast.Call) -> Any:
         if not fn.is_airflow:
+            # An operator of a package outside the index (`FivetranOperator(task_id="sync")`): its arguments
+            # are not checked, but it is a task of the DAG, with its id and its dependencies.
+            if fn.name.endswith(("Operator", "Sensor", "SensorAsync")) and _str(kwargs.get("task_id")) is not None:
+                task = self.make_operator(fn, args, kwargs, node)
+                task.kwargs_complete = complete
+                return task
             return None
         name = fn.name
         if name == "partial":

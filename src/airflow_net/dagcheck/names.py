@@ -61,6 +61,9 @@ class NameAnalyzer:
         self.calls: list[ast.Call] = []
         self.xcom_strings: list[ast.Constant] = []
         self._guarded = 0
+        # imports inside an `except ImportError:` block: id(import) -> (the try statement, handler index)
+        self.handler_imports: dict[int, tuple[ast.Try, int]] = {}
+        self._handlers: list[tuple[ast.Try, int]] = []
         self._func_depth = 0
         self._dispatch = _dispatch_table(type(self))
 
@@ -109,7 +112,11 @@ class NameAnalyzer:
         for stmt in node.body:
             self.visit(stmt)
         self._guarded -= guard
-        for part in (node.handlers, node.orelse, node.finalbody):
+        for i, h in enumerate(node.handlers):
+            self._handlers.append((node, i))
+            self.visit(h)
+            self._handlers.pop()
+        for part in (node.orelse, node.finalbody):
             for stmt in part:
                 self.visit(stmt)
 
@@ -181,11 +188,15 @@ class NameAnalyzer:
 
     def visit_Import(self, node: ast.Import) -> None:
         self.imports.append((node, self._func_depth > 0, self._guarded > 0))
+        if self._handlers:
+            self.handler_imports[id(node)] = self._handlers[-1]
         for alias in node.names:
             self._bind(alias.asname or alias.name.split(".")[0])
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         self.imports.append((node, self._func_depth > 0, self._guarded > 0))
+        if self._handlers:
+            self.handler_imports[id(node)] = self._handlers[-1]
         for alias in node.names:
             if alias.name == "*":
                 self.scope.star_import = True

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from airflow_net.dagcheck import names as names_mod
 from airflow_net.dagcheck.api import ApiIndex, missing_import_hint
 from airflow_net.dagcheck.findings import WARNING, Finding, Report, make_finding
-from airflow_net.dagcheck.interp import Const, Dag, Interpreter, Ref, Task
+from airflow_net.dagcheck.interp import Const, Dag, Interpreter, Ref, Task, import_fallback_choice
 
 # Airflow's cron presets (airflow/utils/dates.py); anything else goes to croniter as Airflow does.
 CRON_PRESETS = {
@@ -72,6 +72,11 @@ def check_imports(facts: names_mod.NameAnalyzer, airflow: int, index: ApiIndex) 
     for node, in_function, guarded in facts.imports:
         if guarded:
             continue
+        handler = facts.handler_imports.get(id(node))
+        if handler is not None:
+            choice = import_fallback_choice(handler[0], index, airflow)
+            if choice is not None and choice != handler[1] + 1:
+                continue  # the fallback of an import that the target Airflow has: it never runs there
         if isinstance(node, ast.ImportFrom):
             if node.level or not node.module:
                 continue
@@ -220,6 +225,10 @@ def check_xcom(facts: names_mod.NameAnalyzer, interp: Interpreter) -> list[Findi
     if not interp.complete or any(t.task_id is None for t in all_tasks):
         return []  # some task id is not known statically: a pull might name it
     known = {t.task_id for t in all_tasks}
+    # Tasks of operators the model does not resolve (a package outside the index) still have their ids:
+    # any constant `task_id=` in the file may name one.
+    known |= {k.value.value for c in facts.calls for k in c.keywords
+              if k.arg == "task_id" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)}
     out = []
     calls: list[tuple[ast.Call, ast.AST]] = [
         (c, c) for c in facts.calls if isinstance(c.func, ast.Attribute) and c.func.attr == "xcom_pull"]
@@ -442,7 +451,9 @@ def static_findings(tree: ast.Module, *, airflow: int = 3, conn_ids: set[str] | 
             out.append(make_finding("DC302", line, col, f"DAG {dag.dag_id!r} has a dependency cycle: {ids}"))
         out += check_schedule(dag)
     for task in interp.tasks:
-        if task.dag is None and not name_error:
+        # an operator of a package outside the index given a `dag=` we cannot resolve may well be in one
+        opaque_dag = isinstance(task.op_ref, Ref) and not task.op_ref.is_airflow and "dag" in task.kwargs
+        if task.dag is None and not name_error and not opaque_dag:
             line, col = _line(task.node)
             out.append(make_finding("DC304", line, col, f"task {task.task_id!r} ({task.operator}) is created outside "
                                     "any DAG and never linked to one"))
