@@ -166,3 +166,29 @@ def test_one_sweep_item_on_the_tiny_model(engines, tiny_dir: Path, tmp_path: Pat
     assert m["kl_ok"] == (m["kl_mean"] <= 0.05) and m["completion_tokens"] > 0
     assert not list(tmp_path.glob("*.gguf"))  # the quantized file is not kept
     json.dumps(res.rows)  # the stage writes them as JSON lines
+
+
+# ---------------------------------------------------------------- the report's table
+
+
+def test_report_table_names_the_pick_and_why_the_others_failed(tmp_path: Path) -> None:
+    from airflow_net.report import load_quant_sweep, quant_sweep_section
+
+    extra = {"requests": 8, "tokens_per_s": 100.0, "tokens_per_cpu_s": 60.0, "kl_p99": 0.0, "top1_agreement": 1.0}
+    sweep = {
+        "F16": result(8.0, 0.5, 0.6, 0.0, ci=(0.4, 0.6, 0.55, 0.65)) | {"size_vs_reference": 1.0},
+        "Q8_0": result(4.2, 0.5, 0.6, 0.001) | {"size_vs_reference": 0.53},
+        "Q4_0": result(2.3, 0.2, 0.6, 0.01) | {"size_vs_reference": 0.29},
+    }
+    folder = tmp_path / "quant_sweep"
+    folder.mkdir()
+    for name, m in sweep.items():
+        (folder / f"{name}.json").write_text(json.dumps(m | extra))
+    loaded = load_quant_sweep(tmp_path)
+    assert set(loaded) == set(sweep)
+    text = "\n".join(quant_sweep_section(loaded))
+    assert "**Smallest type within F16: Q8_0** (4.20 MB, 53% of F16" in text
+    rows = [line for line in text.splitlines() if line.startswith("| Q") or line.startswith("| F16")]
+    assert [r.split("|")[1].strip() for r in rows] == ["F16", "Q8_0", "Q4_0"]  # largest first
+    assert rows[2].endswith("| no: valid_rate |") and rows[1].endswith("| yes |")
+    assert quant_sweep_section(load_quant_sweep(tmp_path / "none")) == []  # the sweep has not run

@@ -309,19 +309,22 @@ def quant_sweep_section(sweep: dict[str, dict[str, Any]]) -> list[str]:
     any_m = next(iter(sweep.values()))
     lines = ["## Quantization chosen by measured quality", "",
              f"The fine-tuned model quantized from its {REFERENCE} GGUF, each type on the same {any_m['requests']} "
-             "seeded test requests (`metrics/quant_sweep/<type>.json`). KL: the mean and 99th percentile of "
+             "seeded test requests (`metrics/quant_sweep/<type>.json`). tokens/s: generated tokens per second, all "
+             "slots together (as `metrics/generate.json`); tokens/CPU-s: per CPU second, steadier on a shared "
+             "machine. KL: the mean and 99th percentile of "
              f"KL({REFERENCE} || type) in nats over the gold answers' tokens, teacher-forced (llama.cpp's method); "
              f"top-1: the share of those tokens where both models rank the same token first. A type is within "
              f"{REFERENCE} when its valid rate and structural F1 lie inside {REFERENCE}'s 95% intervals and its mean "
              "KL is at most `quant_sweep.max_kl`.", "",
-             "| type | MB | x F16 | tokens/s | valid rate [95% CI] | structural F1 [95% CI] | KL mean | KL p99 "
+             "| type | MB | x F16 | tokens/s | tokens/CPU-s | valid rate [95% CI] | structural F1 [95% CI] | KL mean | KL p99 "
              "| top-1 | within F16 |",
-             "|---|---:|---:|---:|---|---|---:|---:|---:|---|"]
+             "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|"]
     for name, m in sorted(sweep.items(), key=lambda kv: -kv[1]["size_mb"]):
         v = verdicts.get(name, {})
         within = "yes" if v.get("ok") else ("no: " + ", ".join(v.get("outside", [])) if v else "-")
         lines.append(
             f"| {name} | {m['size_mb']:.2f} | {m['size_vs_reference']:.2f} | {m['tokens_per_s']:.0f} | "
+            f"{m['tokens_per_cpu_s']:.0f} | "
             f"{m['valid_rate']:.3f} [{m['valid_rate_lo']:.3f}, {m['valid_rate_hi']:.3f}] | "
             f"{m['structural_f1']:.3f} [{m['structural_f1_lo']:.3f}, {m['structural_f1_hi']:.3f}] | "
             f"{m['kl_mean']:.5f} | {m['kl_p99']:.5f} | {m['top1_agreement']:.3f} | {within} |")

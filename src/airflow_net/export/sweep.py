@@ -58,10 +58,11 @@ def sweep_type(quant: str, reference: str | Path, requests: list[dict[str, Any]]
     engine = load_gguf(model, n_ctx=gen.n_ctx, n_threads=gen.n_threads, seed=seed, n_parallel=gen.parallel)
     try:
         convs = [[m for m in r["messages"] if m["role"] != "assistant"] for r in requests]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         outs = chat_many(engine, convs, max_tokens=gen.max_tokens, temperature=gen.temperature, top_p=gen.top_p,
                          seed=seed, progress=progress, copy_ids=gen.copy_ids)
         seconds["generate"] = round(time.perf_counter() - t0, 2)
+        seconds["generate_cpu"] = round(time.process_time() - c0, 2)  # all of llama.cpp's threads
         t0 = time.perf_counter()
         ref_engine = load_gguf(reference, n_ctx=gen.n_ctx, n_threads=gen.n_threads, seed=seed)
         try:
@@ -90,6 +91,8 @@ def sweep_type(quant: str, reference: str | Path, requests: list[dict[str, Any]]
         # as metrics/generate.json: all slots together, and the speed one answer is decoded at in its slot
         "tokens_per_s": round(n_tok / max(1e-9, seconds["generate"]), 1),
         "request_tokens_per_s": round(n_tok / slot_s, 1) if slot_s else 0.0,
+        # per CPU second of the process: steadier than wall time on a machine that others share
+        "tokens_per_cpu_s": round(n_tok / max(1e-9, seconds["generate_cpu"]), 1),
         "parallel": gen.parallel,
     }
     for key in ("valid", "structural_f1"):
