@@ -19,6 +19,7 @@ from airflow_net.export.quality import (
 )
 from airflow_net.params import GenerateParams, ParamsError, QuantSweepParams, load_params
 from airflow_net.serve.engine import Engine
+from airflow_net.utils import UserError
 from tests.test_engine import SYSTEM, tiny_dir, tiny_gguf  # noqa: F401  (tiny_dir is a fixture)
 
 # ---------------------------------------------------------------- KL and top-1
@@ -135,6 +136,8 @@ def test_teacher_forced_logits_are_the_next_token_logits(engines) -> None:
     tokens, first = teacher_forced(f16, chat(1))
     assert tokens[-1] == f16.eos_token and first < len(tokens) - 1
     assert f16.detokenize(tokens[first:-1]) == chat(1)[-1]["content"]
+    with pytest.raises(UserError, match="raise generate.n_ctx"):
+        teacher_forced(f16, chat(1), max_tokens=first)
     rows = f16.sequence_logits(tokens, first - 1)
     assert rows.shape == (len(tokens) - first + 1, f16.n_vocab)
     for k in (0, 5, len(rows) - 1):  # read one by one from scratch, the same numbers

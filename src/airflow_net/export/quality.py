@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from airflow_net.utils import UserError
+
 REFERENCE = "F16"  # the sweep's reference type: the export's unquantized GGUF, used as it is
 
 
@@ -79,7 +81,8 @@ def teacher_forced(engine: Any, messages: Sequence[Mapping[str, str]], max_token
     if max_tokens is not None:
         tokens = tokens[:max_tokens]
     if len(tokens) <= len(prompt):
-        raise ValueError(f"no room for the answer: the prompt alone is {len(prompt)} tokens")
+        raise UserError(f"no room for the gold answer: the prompt alone is {len(prompt)} tokens and the context "
+                        f"{max_tokens}; raise generate.n_ctx")
     return tokens, len(prompt)
 
 
