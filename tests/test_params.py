@@ -90,7 +90,7 @@ def test_shipped_params_have_every_key_dvc_yaml_declares(path: Path) -> None:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     raw = yaml.safe_load(path.read_text())
     for name, stage in stages.items():
-        for key in stage.get("params", []):
+        for key in stage.get("params") or stage.get("do", {}).get("params", []):  # foreach stages: under `do`
             node = raw
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"{path.name} lacks '{key}' (stage {name})"

@@ -137,6 +137,23 @@ def test_every_strategy_ran_on_the_same_requests(pipeline) -> None:
     assert "Generation strategies side by side" in (repo / "reports/summary/README.md").read_text()
 
 
+def test_quant_sweep_measured_each_type_against_f16(pipeline) -> None:
+    repo, _ = pipeline
+    m = {t: json.loads((repo / f"metrics/quant_sweep/{t}.json").read_text()) for t in ("F16", "Q4_0")}
+    f16, q4 = m["F16"], m["Q4_0"]
+    assert f16["kl_mean"] <= 1e-6 and f16["top1_agreement"] == 1.0 and f16["size_vs_reference"] == 1.0
+    assert q4["kl_mean"] > 0 and q4["size_mb"] < f16["size_mb"] / 2 and q4["kl_tokens"] == f16["kl_tokens"] > 0
+    for x in m.values():
+        assert x["requests"] == 2 and x["tokens_per_s"] > 0
+        assert 0 <= x["valid_rate_lo"] <= x["valid_rate"] <= x["valid_rate_hi"] <= 1
+    uids = {t: [json.loads(x)["uid"] for x in (repo / f"reports/quant_sweep/{t}/answers.jsonl").read_text().splitlines()]
+            for t in m}
+    assert uids["F16"] == uids["Q4_0"] and len(uids["F16"]) == 2  # the same requests for every type
+    summary = (repo / "reports/summary/README.md").read_text()
+    assert "## Quantization chosen by measured quality" in summary and "| Q4_0 |" in summary
+    assert "Smallest type within F16:" in summary  # F16 is always inside its own intervals (KL 0)
+
+
 def test_base_never_pretrained_on_val_or_test_dags(pipeline) -> None:
     repo, _ = pipeline
     held_out = set()
@@ -313,6 +330,8 @@ def test_changing_quant_type_reruns_only_export_and_after(pipeline) -> None:
     strategies = {f"strategies@{n}" for n in ("direct", "best_of_n", "repair", "templated", "reformulated")}
     assert {"export", "generate", "evaluate", "bench"} <= ran, ran
     assert ran <= {"export", "generate", "evaluate", "report", "bench"} | strategies, ran
+    # the sweep reads only the F16 file, which a new quant.type leaves byte-identical: it does not rerun
+    assert not any(s.startswith("quant_sweep") for s in ran), ran
     meta = json.loads((repo / "models/gguf/meta.json").read_text())
     assert "Q4_K_M" in meta["files"]["finetuned_quantized"]
     assert json.loads(run([DVC, "status", "--json"], repo, env).stdout) == {}

@@ -443,6 +443,27 @@ class StrategiesParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=100)
 
 
+class QuantSweepParams(_Section):
+    """Quantization chosen by measured quality (issue 17): dvc.yaml's `quant_sweep` foreach stage, one item per type."""
+
+    types: list[str] = Field(default_factory=lambda: ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"], min_length=1)
+    sample: int = Field(4, ge=1)  # test requests per type (seeded, one per DAG), the same for every type
+    seed: int = 0  # which test requests; also the engine's seed
+    max_kl: float = Field(0.01, gt=0)  # mean KL (nats) against F16 a type may have and still be picked
+    bootstrap_resamples: int = Field(1000, ge=100)  # per 95% interval (seeded with `seed`)
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        up = [t.upper() for t in v]
+        unknown = [t for t in up if t not in QUANT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown quantization {unknown[0]!r}, expected any of {', '.join(QUANT_TYPES)}")
+        if len(set(up)) != len(up):
+            raise ValueError(f"types must be distinct (got {v})")
+        return up
+
+
 class Params(_Section):
     seed: int = 42
     corpus: CorpusParams = Field(default_factory=CorpusParams)
@@ -459,6 +480,7 @@ class Params(_Section):
     bench: BenchParams = Field(default_factory=BenchParams)
     rewrite: RewriteParams = Field(default_factory=RewriteParams)
     strategies: StrategiesParams = Field(default_factory=StrategiesParams)
+    quant_sweep: QuantSweepParams = Field(default_factory=QuantSweepParams)
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

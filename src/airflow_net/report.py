@@ -374,6 +374,83 @@ def reformulator_section(metrics: Path) -> list[str]:
     return lines
 
 
+def load_quant_sweep(metrics: Path) -> dict[str, dict[str, Any]]:
+    """metrics/quant_sweep/<type>.json of the quant_sweep stage, by type (empty when it has not run)."""
+    folder = metrics / "quant_sweep"
+    return {f.stem: _load(f) for f in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def quant_sweep_section(sweep: dict[str, dict[str, Any]]) -> list[str]:
+    """One table of the quantization types, largest file first, and the type the numbers say to ship."""
+    if not sweep:
+        return []
+    from airflow_net.export.quality import REFERENCE, pick_smallest
+
+    choice = pick_smallest(sweep)
+    verdicts = choice["verdicts"]
+    any_m = next(iter(sweep.values()))
+    lines = ["## Quantization chosen by measured quality", "",
+             f"The fine-tuned model quantized from its {REFERENCE} GGUF, each type on the same {any_m['requests']} "
+             "seeded test requests (`metrics/quant_sweep/<type>.json`). tokens/s: generated tokens per second, all "
+             "slots together (as `metrics/generate.json`); tokens/CPU-s: per CPU second, steadier on a shared "
+             "machine. KL: the mean and 99th percentile of "
+             f"KL({REFERENCE} || type) in nats over the gold answers' tokens, teacher-forced (llama.cpp's method); "
+             f"top-1: the share of those tokens where both models rank the same token first. A type is within "
+             f"{REFERENCE} when its valid rate and structural F1 lie inside {REFERENCE}'s 95% intervals and its mean "
+             "KL is at most `quant_sweep.max_kl`.", "",
+             "| type | MB | x F16 | tokens/s | tokens/CPU-s | valid rate [95% CI] | structural F1 [95% CI] | KL mean | KL p99 "
+             "| top-1 | within F16 |",
+             "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|"]
+    for name, m in sorted(sweep.items(), key=lambda kv: -kv[1]["size_mb"]):
+        v = verdicts.get(name, {})
+        within = "yes" if v.get("ok") else ("no: " + ", ".join(v.get("outside", [])) if v else "-")
+        lines.append(
+            f"| {name} | {m['size_mb']:.2f} | {m['size_vs_reference']:.2f} | {m['tokens_per_s']:.0f} | "
+            f"{m['tokens_per_cpu_s']:.0f} | "
+            f"{m['valid_rate']:.3f} [{m['valid_rate_lo']:.3f}, {m['valid_rate_hi']:.3f}] | "
+            f"{m['structural_f1']:.3f} [{m['structural_f1_lo']:.3f}, {m['structural_f1_hi']:.3f}] | "
+            f"{m['kl_mean']:.5f} | {m['kl_p99']:.5f} | {m['top1_agreement']:.3f} | {within} |")
+    lines.append("")
+    if choice["pick"]:
+        p = sweep[choice["pick"]]
+        lines.append(f"**Smallest type within {REFERENCE}: {choice['pick']}** ({p['size_mb']:.2f} MB, "
+                     f"{p['size_vs_reference']:.0%} of {REFERENCE}; mean KL {p['kl_mean']:.5f}, top-1 "
+                     f"{p['top1_agreement']:.3f}). With {any_m['requests']} requests the intervals are wide: "
+                     "\"within\" means no difference this sample can see, and the KL says how close the model is.")
+    else:
+        lines.append(f"No type picked: {choice['reason']}.")
+    return lines + [""]
+
+
+def plot_quant_sweep(sweep: dict[str, dict[str, Any]], out: Path) -> list[str]:
+    """Mean KL against F16 and structural F1 against file size, one point per type."""
+    if not sweep:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name, m in sweep.items():
+        if m["kl_mean"] > 0:  # the reference against itself: 0, off a log scale
+            a.scatter([m["size_mb"]], [m["kl_mean"]])
+            a.annotate(name, (m["size_mb"], m["kl_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        y, lo, hi = m["structural_f1"], m["structural_f1_lo"], m["structural_f1_hi"]
+        b.errorbar([m["size_mb"]], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3)
+        b.annotate(name, (m["size_mb"], y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    a.set_yscale("log")
+    a.set_xlabel("file size (MB)")
+    a.set_ylabel("mean KL vs F16 (nats; F16: 0)")
+    b.set_xlabel("file size (MB)")
+    b.set_ylabel("structural F1 (95% CI)")
+    fig.suptitle("quantization: divergence and quality against size")
+    fig.tight_layout()
+    fig.savefig(out / "quant_sweep.png", dpi=110)
+    plt.close(fig)
+    return ["quant_sweep.png"]
+
+
 def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = None) -> Path:
     """Render reports/summary/README.md (+ PNGs) from the metrics and plot files."""
     out.mkdir(parents=True, exist_ok=True)
@@ -384,7 +461,9 @@ def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = 
     exp = _load(metrics / "export.json")
     examples = _load(eval_dir / "examples.json") if eval_dir else {}
     strategies = load_strategies(metrics)
-    images = plot_losses(plots, out) + plot_compare(ev, out) + plot_complexity(ev, out) + plot_strategies(strategies, out)
+    sweep = load_quant_sweep(metrics)
+    images = (plot_losses(plots, out) + plot_compare(ev, out) + plot_complexity(ev, out)
+              + plot_strategies(strategies, out) + plot_quant_sweep(sweep, out))
 
     lines = ["# AirflowNet run report", ""]
     if ev:
@@ -404,6 +483,9 @@ def write_report(metrics: Path, plots: Path, out: Path, eval_dir: Path | None = 
             lines += evaluation_sections(ev, examples)
     lines += strategies_section(strategies)
     lines += reformulator_section(metrics)
+
+
+    lines += quant_sweep_section(sweep)
     for img in images:
         lines += [f"![{img}]({img})", ""]
     if prep.get("train"):

@@ -25,17 +25,24 @@ GROUPS = ("describer", "person")
 SCORES = ("valid", "structural_f1", "task_f1", "edge_f1", "dag_id_match")
 
 
-def compare_requests(test_rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    """n describer-written test requests (seeded, one per DAG first) and, for the same DAGs, n person-style ones."""
+def pick_per_dag(test_rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of n test rows with a spec, one request per DAG: more DAGs, a fairer sample (fewer when the
+    split has fewer DAGs)."""
     rows = sorted((r for r in test_rows if r.get("spec")), key=lambda r: (r["uid"], r.get("variant") or ""))
     random.Random(seed).shuffle(rows)
     picked, seen = [], set()
-    for r in rows:  # one request per DAG: more DAGs, a fairer sample
+    for r in rows:
         if r["uid"] not in seen:
             seen.add(r["uid"])
             picked.append(r)
         if len(picked) == n:
             break
+    return picked
+
+
+def compare_requests(test_rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """n describer-written test requests (seeded, one per DAG first) and, for the same DAGs, n person-style ones."""
+    picked = pick_per_dag(test_rows, n, seed)
     out = []
     for r in picked:
         request = next(m["content"] for m in r["messages"] if m["role"] == "user")

@@ -276,6 +276,7 @@ class Engine:
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._eog = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         self._eog_set = set(self._eog)
+        self.eos_token = self._model.token_eos()  # what ends an answer (the export checks it is the end of turn)
         self._pieces: dict[int, bytes] = {}
         self._vocab_index: Any = None  # built on the first request that copies ids
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -710,6 +711,39 @@ class Engine:
         logits = np.ctypeslib.as_array(out, shape=(self.n_vocab,)).copy()
         self._ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
         return logits
+
+    def sequence_logits(self, tokens: Sequence[int], first: int) -> Any:
+        """Teacher forcing: the logits at every position from ``first`` to the end of ``tokens``, read as one
+        sequence alone; row i predicts ``tokens[first + i + 1]`` (the last row, what would follow).
+
+        A (len(tokens) - first, n_vocab) float32 array. Like ``next_token_logits``, only on an idle engine.
+        """
+        if self._thread is not None or self.busy():
+            raise RuntimeError("sequence_logits() needs an idle engine")
+        toks = list(tokens)
+        if not 0 <= first < len(toks):
+            raise ValueError(f"first must index into the {len(toks)} tokens (got {first})")
+        if len(toks) > self.n_ctx:
+            raise PromptTooLong(f"{len(toks)} tokens do not fit one slot's context of {self.n_ctx}")
+        slot = self._slots[-1]
+        self._ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        slot.kv_tokens = []
+        out = np.empty((len(toks) - first, self.n_vocab), dtype=np.float32)
+        batch = self._batch
+        for start in range(0, len(toks), self.n_batch):
+            chunk = toks[start:start + self.n_batch]
+            for j, t in enumerate(chunk):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = t, start + j, 1
+                batch.seq_id[j][0] = slot.seq_id
+                batch.logits[j] = start + j >= first
+            batch.n_tokens = len(chunk)
+            if self._ll.llama_decode(self._ctx.ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed")
+            for j in range(max(0, first - start), len(chunk)):  # the logits of this batch are readable until the next
+                row = self._ll.llama_get_logits_ith(self._ctx.ctx, j)
+                out[start + j - first] = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
+        self._ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        return out
 
     # ---------------------------------------------------------------- running
     def generate_many(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | Sequence[SamplingParams],
