@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,16 +32,23 @@ def latency_stats(ms: list[float]) -> dict[str, float]:
     return out
 
 
-def bench_runtimes(folder: str, runtimes: list[str], queries: list[str], *, threads: int,
+def bench_runtimes(folder: str | Mapping[str, str], runtimes: list[str], queries: list[str], *, threads: int,
                    max_new_tokens: int, rounds: int, warmup: int = 2) -> dict[str, Any]:
-    """Latency per runtime over ``rounds`` interleaved rounds; a runtime that fails to load is skipped with why."""
+    """Latency per runtime over ``rounds`` interleaved rounds; a runtime that fails to load is skipped with why.
+
+    ``folder`` is the folder every runtime loads, or a mapping from runtime name to its own folder (its export;
+    the Hugging Face folder for the PyTorch runtimes).
+    """
     if rounds < 1 or not queries or not runtimes:
         raise ValueError("bench_runtimes: expected rounds >= 1, queries and runtimes")
     loaded, results = {}, {}
     for name in runtimes:
         start = time.perf_counter()
         try:
-            rt = load(name, folder, threads)
+            path = folder if isinstance(folder, str) else folder.get(name)
+            if path is None:
+                raise ValueError(f"no folder given for runtime {name!r}")
+            rt = load(name, path, threads)
             rt.generate(queries[:1], max_new_tokens, ignore_eos=True)
         except (ValueError, ImportError, RuntimeError, OSError) as e:
             log.warning("runtime %s skipped: %s", name, e)
