@@ -144,5 +144,12 @@ def test_exported_loads_fail_with_one_line(t5_folder, exported, tmp_path):
         # The Hugging Face folder is not an export.
         with pytest.raises(ValueError, match="export"):
             load(name, str(t5_folder), threads=1)
-    with pytest.raises(ValueError, match="quant 'int8'.*found .*quant None"):
-        load("onnx-int8", str(exported["onnx-fp32"]), threads=1)
+    for family in ("onnx", "ct2"):
+        with pytest.raises(ValueError, match="quant 'int8'.*found .*quant None"):
+            load(f"{family}-int8", str(exported[f"{family}-fp32"]), threads=1)
+
+
+def test_ct2_int8_really_computes_in_int8(exported):
+    # compute_type "default" on a float32 conversion silently computes in float32 (see ct2_runtime).
+    assert load("ct2-int8", str(exported["ct2-int8"]), threads=1).translator.compute_type == "int8_float32"
+    assert load("ct2-fp32", str(exported["ct2-fp32"]), threads=1).translator.compute_type == "float32"

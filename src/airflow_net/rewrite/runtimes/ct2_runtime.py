@@ -8,6 +8,7 @@ SentencePiece pieces from ``tokenizer.json`` (see ``tokenizer``), with ``</s>`` 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,9 +19,22 @@ from airflow_net.rewrite.runtimes.tokenizer import load_tokenizer, save_tokenize
 
 log = logging.getLogger(__name__)
 
-FILES = ("model.bin", "config.json", "shared_vocabulary.json", "tokenizer.json")
-# int8 on CPU: CT2 int8 and int8_float32 are the same thing (int8 GEMMs, float32 for the rest).
+FILES = ("model.bin", "config.json", "shared_vocabulary.json", "runtime.json", "tokenizer.json")
+# Why int8 is worth it here, and why a prototype saw it "no faster than fp32" (issue 15), measured on this
+# 2-core VM (Xeon with AVX512-VNNI and AMX, flan-t5 shapes, random weights, 24 tokens, 1 thread):
+# - get_supported_compute_types("cpu") is {int8, int8_float32, int16, float32}; on CPU int8 and int8_float32
+#   are the same computation (int8 GEMMs, float32 for everything else). CT2_VERBOSE=1 shows the wheel's
+#   backends: MKL for SGEMM and GEMM_S8 (packed, u8s8), and MKL_VERBOSE shows its oneMKL build dispatching
+#   AVX-512 VNNI / AMX int8 kernels, the LM head included. No kernel is missing on this VM.
+# - int8_float32 is ~3x faster than float32: P50 ~130 vs ~350-440 ms (small shape), ~840 vs ~2,700 ms (base).
+#   compute_type "default" on a float32 conversion selects float32 (the verbose log says so): an "int8" run
+#   that never asked for int8 at load, or loaded a float32 export with "default", measures float32 twice.
+#   So the export stores int8 weights and load asks for int8_float32 explicitly (tests check it was selected).
+# - CT2 selects its own kernels' ISA as AVX2 although AVX512 is present; CT2_FORCE_CPU_ISA=AVX512 was no
+#   faster (within noise). CT2_USE_MKL=0 (oneDNN) kept int8 as fast but made float32 several times slower;
+#   CT2_PACKED_GEMM=0 made both slower. Two threads were slower than one here: the VM's 2 cores are shared.
 COMPUTE_TYPE = {None: "float32", "int8": "int8_float32"}
+FORMAT = "airflow-net-t5-ct2"
 
 
 @contextlib.contextmanager
@@ -71,6 +85,7 @@ class Ct2Runtime(Runtime):
         with _t5_scale_from_config():
             TransformersConverter(hf_folder).convert(out_dir, quantization=quant or "float32", force=True)
         save_tokenizer(hf_folder, out_dir)
+        (Path(out_dir) / "runtime.json").write_text(json.dumps({"format": FORMAT, "quant": quant}) + "\n")
         log.info("wrote CTranslate2 model (%s weights) to %s", quant or "float32", out_dir)
         return {"model_bytes": (Path(out_dir) / "model.bin").stat().st_size, "ctranslate2": ctranslate2.__version__}
 
@@ -84,6 +99,10 @@ class Ct2Runtime(Runtime):
         if missing:
             raise ValueError(f"{folder}: expected a CTranslate2 export with {', '.join(FILES)} "
                              f"(missing {missing[0]})")
+        meta = json.loads((Path(folder) / "runtime.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("quant") != quant:
+            raise ValueError(f"{folder}: expected a CTranslate2 export with quant {quant!r}, "
+                             f"found {meta.get('format')!r} with quant {meta.get('quant')!r}")
         translator = ctranslate2.Translator(folder, device="cpu", compute_type=COMPUTE_TYPE[quant],
                                             inter_threads=1, intra_threads=threads)
         return cls(translator, load_tokenizer(folder), "ct2-int8" if quant else "ct2-fp32")
