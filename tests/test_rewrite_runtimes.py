@@ -84,15 +84,16 @@ def test_exports_ignore_eos_forces_the_full_length(exported, name):
     assert all(1 <= n <= 7 for n in rt.generate(LINES[:3], max_new_tokens=7).tokens)
 
 
-def test_exports_stop_at_eos_like_pytorch(tmp_path):
-    """A model that always answers EOS first: each runtime stops there (1 token) unless told to ignore EOS."""
+def _first_token_model(folder: Path, token: str, extra_vocab: int = 0) -> Path:
+    """A tiny T5 (vocab grown by ``extra_vocab`` ids) whose first greedy token is ``token``: "eos" or "extra"."""
     import torch
     from transformers import T5ForConditionalGeneration
 
-    from airflow_net.rewrite.runtimes import export
-
-    folder = build_tiny_t5(tmp_path / "eos")
+    build_tiny_t5(folder)
     model = T5ForConditionalGeneration.from_pretrained(folder)
+    if extra_vocab:
+        model.resize_token_embeddings(model.config.vocab_size + extra_vocab)
+    target = model.config.eos_token_id if token == "eos" else model.config.vocab_size - 1
     with torch.no_grad():
         # Silence every decoder block: the final state is the (normed) embedding of the input token.
         for block in model.decoder.block:
@@ -100,12 +101,20 @@ def test_exports_stop_at_eos_like_pytorch(tmp_path):
             block.layer[1].EncDecAttention.o.weight.zero_()
             block.layer[2].DenseReluDense.wo.weight.zero_()
         model.decoder.final_layer_norm.weight.fill_(1.0)
-        # The tiny model's head is tied to the embeddings: make EOS's row the start token's, 1000 times longer,
-        # so EOS's logit dominates the first step (Cauchy-Schwarz against rows of similar norm).
+        # The tiny model's head is tied to the embeddings: make the target's row the start token's, 1000 times
+        # longer, so its logit dominates the first step (Cauchy-Schwarz against rows of similar norm).
         start = model.shared.weight[model.config.decoder_start_token_id].clone()
-        model.shared.weight[model.config.eos_token_id] = 1000.0 * start
+        model.shared.weight[target] = 1000.0 * start
         assert model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()
     model.save_pretrained(folder)
+    return folder
+
+
+def test_exports_stop_at_eos_like_pytorch(tmp_path):
+    """A model that always answers EOS first: each runtime stops there (1 token) unless told to ignore EOS."""
+    from airflow_net.rewrite.runtimes import export
+
+    folder = _first_token_model(tmp_path / "eos", "eos")
     ref = load("torch-fp32", str(folder), threads=1).generate(LINES[:2], max_new_tokens=5)
     assert ref.tokens == [1, 1] and ref.texts == ["", ""]
     for name in ("onnx-fp32", "ct2-fp32"):
@@ -114,6 +123,18 @@ def test_exports_stop_at_eos_like_pytorch(tmp_path):
         got = rt.generate(LINES[:2], max_new_tokens=5)
         assert (got.tokens, got.texts) == (ref.tokens, ref.texts), name
         assert rt.generate(LINES[:2], max_new_tokens=5, ignore_eos=True).tokens == [5, 5], name
+
+
+def test_exports_emit_ids_beyond_the_tokenizer(tmp_path):
+    """vocab_size > the tokenizer's (as flan-t5's 32128): an id the tokenizer lacks is generated, not a crash."""
+    from airflow_net.rewrite.runtimes import export
+
+    folder = _first_token_model(tmp_path / "extra", "extra", extra_vocab=8)
+    ref = load("torch-fp32", str(folder), threads=1).generate(LINES[:2], max_new_tokens=4, ignore_eos=True)
+    for name in ("onnx-fp32", "ct2-fp32"):
+        export(name, str(folder), str(tmp_path / name))
+        got = load(name, str(tmp_path / name), threads=1).generate(LINES[:2], max_new_tokens=4, ignore_eos=True)
+        assert (got.tokens, got.texts) == (ref.tokens, ref.texts), name
 
 
 def test_ct2_scores_match_pytorch_log_probs(t5_folder, exported):

@@ -68,8 +68,11 @@ def _t5_scale_from_config():
 
 
 class Ct2Runtime(Runtime):
-    def __init__(self, translator, tokenizer, name: str) -> None:
+    def __init__(self, translator, tokenizer, vocabulary: list[str], name: str) -> None:
         self.translator, self.tokenizer = translator, tokenizer
+        # Token -> id through the model's own vocabulary: a model whose vocab_size exceeds the tokenizer's
+        # (the converter pads it with <extra_id_N>) can emit tokens the tokenizer has no id for.
+        self.ids = {t: i for i, t in enumerate(vocabulary)}
         self.name = name
 
     @classmethod
@@ -105,7 +108,8 @@ class Ct2Runtime(Runtime):
                              f"found {meta.get('format')!r} with quant {meta.get('quant')!r}")
         translator = ctranslate2.Translator(folder, device="cpu", compute_type=COMPUTE_TYPE[quant],
                                             inter_threads=1, intra_threads=threads)
-        return cls(translator, load_tokenizer(folder), "ct2-int8" if quant else "ct2-fp32")
+        vocabulary = json.loads((Path(folder) / "shared_vocabulary.json").read_text())
+        return cls(translator, load_tokenizer(folder), vocabulary, "ct2-int8" if quant else "ct2-fp32")
 
     def generate(self, queries: list[str], max_new_tokens: int, ignore_eos: bool = False) -> Generation:
         texts, ms, tokens = [], [], []
@@ -120,7 +124,7 @@ class Ct2Runtime(Runtime):
                 # The EOS counts as a generated token, as in the other runtimes.
                 return_end_token=True,
             )[0].hypotheses[0]
-            ids = [self.tokenizer.token_to_id(t) for t in hyp]
+            ids = [self.ids[t] for t in hyp]
             texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
             ms.append((time.perf_counter() - start) * 1000.0)
             tokens.append(len(hyp))
