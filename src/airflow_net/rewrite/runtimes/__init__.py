@@ -10,16 +10,26 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_net.rewrite.runtimes.base import Generation, Runtime
+from airflow_net.rewrite.runtimes.ct2_runtime import Ct2Runtime
+from airflow_net.rewrite.runtimes.onnx_runtime import OnnxRuntime
 from airflow_net.rewrite.runtimes.torch_runtime import TorchRuntime
 
 RUNTIMES: dict[str, type[Runtime]] = {
     "torch-fp32": TorchRuntime,
     "torch-int8": TorchRuntime,
+    "onnx-fp32": OnnxRuntime,
+    "onnx-int8": OnnxRuntime,
+    "ct2-fp32": Ct2Runtime,
+    "ct2-int8": Ct2Runtime,
 }
 # The quantization each runtime name gives its class (None: full precision).
 QUANT: dict[str, str | None] = {
     "torch-fp32": None,
     "torch-int8": "int8",
+    "onnx-fp32": None,
+    "onnx-int8": "int8",
+    "ct2-fp32": None,
+    "ct2-int8": "int8",
 }
 
 
