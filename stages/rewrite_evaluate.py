@@ -1,6 +1,6 @@
 """rewrite_evaluate: eval_loss, ROUGE-L, exact match and structural F1 on the test split, base vs fine-tuned.
 
-Usage: python stages/rewrite_evaluate.py --data data/rewrite --base models/rewrite/base --finetuned models/rewrite/finetuned --out reports/rewrite --metrics metrics/rewrite_eval.json
+Usage: python stages/rewrite_evaluate.py --data data/rewrite --base models/rewrite/base --finetuned models/rewrite/finetuned --runtimes models/rewrite/runtimes --out reports/rewrite --metrics metrics/rewrite_eval.json
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--base", required=True)
     ap.add_argument("--finetuned", required=True)
+    ap.add_argument("--runtimes", required=True, help="rewrite_export's folder: finetuned_served uses rewrite.runtime")
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args()
@@ -64,9 +65,11 @@ def main() -> None:
         # rewrite.beams beams that parses, snapped
         from airflow_net.rewrite.reformulator import Reformulator
 
-        banner(f"finetuned_served: {p.rewrite.beams} beams, the first that parses{', snapped' if p.rewrite.snap else ''}")
-        ref = Reformulator(args.finetuned, threads=torch.get_num_threads(), max_new_tokens=ep.max_new_tokens,
-                           snap=p.rewrite.snap, beams=p.rewrite.beams)
+        banner(f"finetuned_served: {p.rewrite.runtime}, {p.rewrite.beams} beams, the first that parses"
+               f"{', snapped' if p.rewrite.snap else ''}")
+        ref = Reformulator(args.finetuned, runtime=p.rewrite.runtime, exported=args.runtimes,
+                           threads=torch.get_num_threads(), max_new_tokens=ep.max_new_tokens, snap=p.rewrite.snap,
+                           beams=p.rewrite.beams)
         served = [ref(q["query"]) for q in rows]
         metrics["finetuned_served"], per_b = score(served, rows, metrics["finetuned"]["eval_loss"])
         csv_rows += [{"model": "finetuned_served", **r} for r in per_b]

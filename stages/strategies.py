@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--models", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--rewrite", required=True, help="the reformulator (templated reformulates with it)")
+    ap.add_argument("--rewrite-runtimes", required=True, help="rewrite_export's folder (rewrite.runtime loads from it)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
     args = ap.parse_args()
@@ -48,8 +49,9 @@ def main() -> None:
                             "strategies.rewrite_model: false")
         from airflow_net.rewrite.reformulator import Reformulator
 
-        reformulate = Reformulator(args.rewrite, max_new_tokens=p.rewrite.evaluate.max_new_tokens,
-                                   snap=p.rewrite.snap, beams=p.rewrite.beams)
+        reformulate = Reformulator(args.rewrite, runtime=p.rewrite.runtime, exported=args.rewrite_runtimes,
+                                   max_new_tokens=p.rewrite.evaluate.max_new_tokens, snap=p.rewrite.snap,
+                                   beams=p.rewrite.beams)
 
     gguf = exported_gguf(args.models, "finetuned", quantized=g.quantized)
     banner(f"{args.strategy}: {len(requests)} requests with {gguf.name}")

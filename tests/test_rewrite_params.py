@@ -26,7 +26,7 @@ def test_defaults_and_threads_sorted(tmp_path):
 
 
 def test_names_are_family_times_quant_in_params_order(tmp_path):
-    p = load_params(_write(tmp_path, {"runtimes": ["torch", "gguf"],
+    p = load_params(_write(tmp_path, {"runtimes": ["torch", "gguf"], "runtime": "gguf-f16",
                                       "quant": {"gguf": ["q4_0", "f16"], "torch": ["fp32"], "onnx": ["int8"]}}))
     # onnx has quantizations listed but is not among the runtimes: it exports nothing
     assert p.rewrite.runtime_names == ["torch-fp32", "gguf-q4_0", "gguf-f16"]
@@ -50,6 +50,7 @@ def test_every_name_the_params_allow_is_a_registered_runtime():
     ({"quant": {"torch": ["fp32"], "tpu": ["int8"]}}, "unknown runtime family"),
     ({"quant": {"torch": ["int8"]}}, "torch fp32"),
     ({"export": {"compare_examples": 0}}, "rewrite.export.compare_examples"),
+    ({"runtime": "onnx-int8", "runtimes": ["torch"]}, "rewrite.runtime 'onnx-int8' is not exported"),
 ])
 def test_bad_params_fail_with_one_line(tmp_path, rewrite, expect):
     with pytest.raises(ParamsError, match=expect) as e:

@@ -272,9 +272,11 @@ def test_answers_are_postprocessed_with_their_own_query() -> None:
         b.stop()
 
 
-def test_bad_model_or_runtime_fails_at_start_with_one_line(tmp_path, folder, capsys) -> None:
+def test_bad_model_or_runtime_fails_at_start_with_one_line(tmp_path, folder, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no models/rewrite/runtimes here: the default runtime has no export
     port = free_port()
-    for argv, needle in ((["--model", str(tmp_path)], "config.json"),
+    for argv, needle in ((["--model", str(tmp_path), "--runtime", "torch-int8"], "config.json"),
+                         ([], "rewrite_export"),
                          (["--model", str(folder), "--runtime", "nope"], "unknown runtime 'nope'"),
                          (["--model", str(folder), "--max-batch", "0"], "--max-batch must be >= 1")):
         with pytest.raises(SystemExit) as e:
@@ -334,7 +336,7 @@ def test_chat_loop_on_a_terminal_stops_at_quit_empty_line_or_eof(folder, capsys,
     monkeypatch.setattr("sys.stdin", _Tty())
     monkeypatch.setattr("builtins.input", fake_input)
     with pytest.raises(SystemExit) as e:
-        main(["rewrite", "--model", str(folder), "--max-new-tokens", "4"])
+        main(["rewrite", "--model", str(folder), "--runtime", "torch-fp32", "--max-new-tokens", "4"])
     assert e.value.code == 0
     out = [ln for ln in capsys.readouterr().out.splitlines() if ln]
     assert len(out) == 2 and all(re.search(r"\t\d+\.\d ms$", ln) for ln in out)

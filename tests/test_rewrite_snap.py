@@ -101,3 +101,21 @@ def test_reformulator_beams_return_a_parsing_candidate_when_one_exists(tmp_path,
     good = "dag d | schedule @daily | a[Bash]"
     monkeypatch.setattr(ref.runtime, "nbest", lambda q, n, m: (["nonsense", good, "x"], 1.0))
     assert ref("make dag d") == good
+
+
+def test_reformulator_loads_an_exported_runtime_or_says_what_to_run(tmp_path):
+    from airflow_net.rewrite.export import export_all
+    from airflow_net.rewrite.reformulator import Reformulator
+    from airflow_net.utils import UserError
+    from tests.support.tiny_t5 import LINES, build_tiny_t5
+
+    folder = build_tiny_t5(tmp_path / "m")
+    with pytest.raises(UserError, match="rewrite_export"):
+        Reformulator(folder, runtime="ct2-int8", exported=tmp_path / "rt")
+    with pytest.raises(UserError, match="unknown rewrite runtime"):
+        Reformulator(folder, runtime="tf-int8", exported=tmp_path / "rt")
+    export_all(["ct2-int8"], folder, tmp_path / "rt")
+    ref = Reformulator(folder, runtime="ct2-int8", exported=tmp_path / "rt", beams=2, max_new_tokens=6)
+    assert ref.beams == 2 and ref.name == "ct2-int8"
+    texts, _ = ref.runtime.nbest(LINES[1], 2, 6)
+    assert len(texts) == 2 and ref(LINES[1]) == pick(texts, LINES[1])

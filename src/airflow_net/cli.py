@@ -42,7 +42,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.rewrite:  # the reformulator first: a person's request -> the canonical request
         from airflow_net.rewrite.reformulator import Reformulator
 
-        rewriter = Reformulator(args.rewrite, max_new_tokens=p.rewrite.evaluate.max_new_tokens, snap=p.rewrite.snap,
+        exported = Path("models/rewrite/runtimes")
+        runtime = p.rewrite.runtime if (exported / p.rewrite.runtime).is_dir() else "torch-fp32"
+        rewriter = Reformulator(args.rewrite, runtime=runtime, exported=exported,
+                                max_new_tokens=p.rewrite.evaluate.max_new_tokens, snap=p.rewrite.snap,
                                 beams=p.rewrite.beams)
 
         def reformulate(text: str) -> str:

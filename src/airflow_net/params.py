@@ -401,13 +401,17 @@ class RewriteParams(_Section):
     # runtime families exported, compared with PyTorch fp32 and benchmarked; rewrite.quant: which
     # quantizations of each (names "<family>-<quant>"); a family absent from quant exports nothing
     runtimes: list[Literal["torch", "onnx", "ct2", "gguf"]] = Field(
-        default_factory=lambda: ["torch"], min_length=1)
-    quant: dict[str, list[str]] = Field(default_factory=lambda: {"torch": ["fp32", "int8"]})
+        default_factory=lambda: ["torch", "onnx", "ct2"], min_length=1)
+    quant: dict[str, list[str]] = Field(default_factory=lambda: {"torch": ["fp32", "int8"], "onnx": ["fp32", "int8"],
+                                                                 "ct2": ["fp32", "int8"]})
     # mend and copy ids after decoding (rewrite/snap.py): every use of the reformulator; rewrite_evaluate
     # reports the fine-tuned model with and without it
     snap: bool = True
     # the n best beams, the first that parses (torch runtimes; others greedy): more parses, ~2-3x the time
     beams: int = Field(4, ge=1, le=16)
+    # the runtime the pipeline reformulates with (templated and reformulated strategies, rewrite_evaluate's
+    # finetuned_served, generate --rewrite): one of the exported runtime names
+    runtime: str = "ct2-int8"
     export: RewriteExportParams = Field(default_factory=RewriteExportParams)
     bench: RewriteBenchParams = Field(default_factory=RewriteBenchParams)
 
@@ -425,6 +429,9 @@ class RewriteParams(_Section):
             raise ValueError("rewrite.runtimes/quant must include torch fp32: every runtime is compared with it")
         if not rewrite_runtime_names(self.runtimes, self.quant):
             raise ValueError("rewrite.runtimes x rewrite.quant selects no runtime")
+        if self.runtime not in rewrite_runtime_names(self.runtimes, self.quant):
+            raise ValueError(f"rewrite.runtime {self.runtime!r} is not exported: expected one of "
+                             f"{rewrite_runtime_names(self.runtimes, self.quant)} (rewrite.runtimes x rewrite.quant)")
         return self
 
     @property

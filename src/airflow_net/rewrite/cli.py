@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from airflow_net.rewrite.runtimes import RUNTIMES
 from airflow_net.utils import UserError, setup_logging
@@ -28,15 +29,20 @@ Example: `airflow-net rewrite-serve --model models/rewrite/finetuned --port 8090
 `curl -s localhost:8090/v1/rewrite -d '{"query": "run etl daily at 5"}'`.
 """
 QUIT = {"quit", "exit", ":q"}
+DEFAULT_RUNTIME = "ct2-int8"
+HF_FOLDER = "models/rewrite/finetuned"
+EXPORTED = "models/rewrite/runtimes"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("rewrite", help="reformulate a query with the rewrite (T5) model",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("query", nargs="?", help="one query; without it, read queries line by line until EOF")
-    p.add_argument("--model", default="models/rewrite/finetuned", help="a Hugging Face T5 folder")
-    # torch-fp32 until the faster runtimes (ONNX Runtime, CTranslate2) are added and measured.
-    p.add_argument("--runtime", default="torch-fp32", choices=sorted(RUNTIMES))
+    p.add_argument("--model", default=None, help="the folder the runtime loads (default: models/rewrite/finetuned "
+                   "for torch-*, rewrite_export's models/rewrite/runtimes/<runtime> for the others)")
+    # ct2-int8: the fastest measured on the trained model (rewrite_bench), with beam search, same quality as
+    # torch-fp32 with beams (rewrite.runtime)
+    p.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=sorted(RUNTIMES))
     p.add_argument("--threads", type=int, default=1)
     # as rewrite.evaluate.max_new_tokens: room for the longest canonical requests (most stop far sooner, at EOS)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -52,11 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("rewrite-serve", help="serve the rewrite (T5) model over HTTP (POST /v1/rewrite)",
                               description=SERVE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="models/rewrite/finetuned",
-                   help="the Hugging Face T5 folder (PyTorch runtimes) or the runtime's exported folder")
-    # The default should be the fastest runtime measured by rewrite_bench; torch-int8 (about 2x fp32 on the
-    # flan-t5-small shape) until the exported runtimes are measured side by side.
-    p.add_argument("--runtime", default="torch-int8", help=f"one of {', '.join(sorted(RUNTIMES))}")
+    p.add_argument("--model", default=None, help="the folder the runtime loads (default: models/rewrite/finetuned "
+                   "for torch-*, rewrite_export's models/rewrite/runtimes/<runtime> for the others)")
+    # the fastest runtime rewrite_bench measured on the trained model (README, "The reformulator")
+    p.add_argument("--runtime", default=DEFAULT_RUNTIME, help=f"one of {', '.join(sorted(RUNTIMES))}")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of the one decoding worker")
@@ -73,8 +78,23 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
-def _load(runtime: str, model: str, threads: int):
+def _folder(runtime: str, model: str | None) -> str:
+    """``model`` when given; else where the pipeline keeps what ``runtime`` loads."""
+    if model:
+        return model
+    if runtime in RUNTIMES and RUNTIMES[runtime].loads_hf_folder:
+        return HF_FOLDER
+    folder = f"{EXPORTED}/{runtime}"
+    if not Path(folder).is_dir():
+        raise UserError(f"{folder}: no exported {runtime} reformulator (run `dvc repro rewrite_export`, or pass "
+                        "--runtime torch-fp32 to use models/rewrite/finetuned as it is)")
+    return folder
+
+
+def _load(runtime: str, model: str | None, threads: int):
     from airflow_net.rewrite.runtimes import load
+
+    model = _folder(runtime, model)
 
     try:
         return load(runtime, model, threads)
