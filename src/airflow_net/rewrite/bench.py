@@ -127,11 +127,13 @@ def run_bench(folders: dict[str, str], queries: list[str], *, threads: list[int]
     """The whole benchmark: per thread count, interleaved latency of every runtime, plus cold starts."""
     out: dict[str, Any] = {"max_new_tokens": max_new_tokens, "queries": len(queries), "rounds": rounds,
                            "by_threads": {}}
-    for t in threads:
+    for i, t in enumerate(threads):
         log.info("latency at %d thread(s): %s", t, ", ".join(folders))
         res = bench_runtimes(folders, queries, threads=t, max_new_tokens=max_new_tokens, rounds=rounds,
                              warmup=warmup)
-        if cold:
+        # cold start and peak RSS once per runtime, at the first thread count: loading barely depends on threads,
+        # and each costs a fresh process (seconds)
+        if cold and i == 0:
             for name, folder in folders.items():
                 if "skipped" not in res["runtimes"][name]:
                     res["runtimes"][name].update(cold_start(name, folder, threads=t, query=queries[0],
