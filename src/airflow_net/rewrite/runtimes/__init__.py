@@ -10,16 +10,24 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_net.rewrite.runtimes.base import Generation, Runtime
+from airflow_net.rewrite.runtimes.gguf_runtime import GgufRuntime
 from airflow_net.rewrite.runtimes.torch_runtime import TorchRuntime
 
 RUNTIMES: dict[str, type[Runtime]] = {
     "torch-fp32": TorchRuntime,
     "torch-int8": TorchRuntime,
+    "gguf-f16": GgufRuntime,
+    "gguf-q8_0": GgufRuntime,
+    "gguf-q4_0": GgufRuntime,
 }
 # The quantization each runtime name gives its class (None: full precision).
 QUANT: dict[str, str | None] = {
     "torch-fp32": None,
     "torch-int8": "int8",
+    # llama.cpp's file types: f16 as converted; Q8_0 / Q4_0 quantized from an f32 conversion
+    "gguf-f16": "F16",
+    "gguf-q8_0": "Q8_0",
+    "gguf-q4_0": "Q4_0",
 }
 
 
