@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +79,6 @@ class GgufRuntime(Runtime):
             self._start = llama_cpp.llama_vocab_pad(self._vocab)
         self._eog = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         self._eog_set = set(self._eog)
-        self._n_batch = llama_cpp.llama_n_batch(ctx.ctx)
         self._n_ctx = llama_cpp.llama_n_ctx(ctx.ctx)
         self._tok_buf = (llama_cpp.llama_token * self._n_ctx)()
         self._one = (llama_cpp.llama_token * 1)()
@@ -157,7 +157,8 @@ class GgufRuntime(Runtime):
             self._model.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_enc_batch", None) is not None:
+        # At interpreter exit llama_cpp's functions may already be gone: the OS frees the memory then.
+        if getattr(self, "_enc_batch", None) is not None and not sys.is_finalizing():
             self.close()
 
     # ------------------------------------------------------------------ text
