@@ -10,6 +10,12 @@ queries. The GGUF carries the tokenizer, so the export folder holds one file, ``
 Export reuses the DAG model's tools (:mod:`airflow_net.export.gguf`): llama.cpp's converter writes f16
 directly, or f32 which ``llama_model_quantize`` then turns into Q8_0 / Q4_0 (quantizing from f32 rather than
 f16 avoids rounding the weights twice).
+
+Cost (measured on this 2-core machine, one thread): llama.cpp's T5 decoder projects the encoder output to the
+cross-attention keys and values again at every step (PyTorch caches them), so a token's ``llama_decode`` grows
+with the query's length: flan-t5-small's shape at Q8_0, 4.1 ms per token with 8 source tokens, 5.8 with 32,
+12.8 with 128, 32 with 256. Long queries bound this runtime, not the Python loop, whose share of a step (batch,
+logits view, argmax over 32k) is 0.05-0.1 ms, under 0.5% of ``llama_decode``.
 """
 
 from __future__ import annotations
