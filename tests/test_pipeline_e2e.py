@@ -112,13 +112,13 @@ def test_rewrite_stages_compare_base_and_finetuned(pipeline) -> None:
 def test_rewrite_runtimes_exported_compared_and_benchmarked(pipeline) -> None:
     repo, _ = pipeline
     m = json.loads((repo / "metrics/rewrite_export.json").read_text())
-    assert set(m["runtimes"]) == {"torch-fp32", "torch-int8", "ct2-int8"} and m["skipped"] == 0
+    assert set(m["runtimes"]) == {"torch-fp32", "torch-int8", "ct2-int8", "gguf-q8_0"} and m["skipped"] == 0
     assert m["runtimes"]["torch-fp32"]["agree_torch_fp32"] == 1.0
     outputs = [json.loads(x) for x in (repo / "models/rewrite/runtimes/outputs.jsonl").read_text().splitlines()]
-    assert len(outputs) == m["n"] and all({"torch-fp32", "torch-int8", "ct2-int8", "gold"} <= set(r) for r in outputs)
+    assert len(outputs) == m["n"] and all({"torch-fp32", "ct2-int8", "gguf-q8_0", "gold"} <= set(r) for r in outputs)
     b = json.loads((repo / "metrics/rewrite_bench.json").read_text())
     rows = {r["runtime"]: r for r in b["rows"]}
-    assert set(rows) == {"torch-fp32", "torch-int8", "ct2-int8"} and all(r["p50"] <= r["p99"] for r in rows.values())
+    assert set(rows) == {"torch-fp32", "torch-int8", "ct2-int8", "gguf-q8_0"} and all(r["p50"] <= r["p99"] for r in rows.values())
     assert "finetuned_served" in json.loads((repo / "metrics/rewrite_eval.json").read_text())
     assert rows["torch-fp32"]["cold_start_ms"] > 0 and b["fastest"]["runtime"] in rows
     assert "latency_cdf.png" in {p.name for p in (repo / "reports/rewrite_bench").iterdir()}
@@ -315,7 +315,8 @@ def test_changing_rewrite_quant_reruns_only_the_rewrite_runtimes(pipeline) -> No
     # report renders the metrics files, and rewrite_export's changed
     ran = ran_stages(proc.stdout + proc.stderr)
     assert {"rewrite_export", "rewrite_bench"} <= ran <= {"rewrite_export", "rewrite_bench", "report"}, ran
-    assert set(json.loads((repo / "metrics/rewrite_export.json").read_text())["runtimes"]) == {"torch-fp32", "ct2-int8"}
+    assert set(json.loads((repo / "metrics/rewrite_export.json").read_text())["runtimes"]) == {
+        "torch-fp32", "ct2-int8", "gguf-q8_0"}
     assert json.loads(run([DVC, "status", "--json"], repo, env).stdout) == {}
 
 

@@ -401,9 +401,10 @@ class RewriteParams(_Section):
     # runtime families exported, compared with PyTorch fp32 and benchmarked; rewrite.quant: which
     # quantizations of each (names "<family>-<quant>"); a family absent from quant exports nothing
     runtimes: list[Literal["torch", "onnx", "ct2", "gguf"]] = Field(
-        default_factory=lambda: ["torch", "onnx", "ct2"], min_length=1)
+        default_factory=lambda: ["torch", "onnx", "ct2", "gguf"], min_length=1)
     quant: dict[str, list[str]] = Field(default_factory=lambda: {"torch": ["fp32", "int8"], "onnx": ["fp32", "int8"],
-                                                                 "ct2": ["fp32", "int8"]})
+                                                                 "ct2": ["fp32", "int8"],
+                                                                 "gguf": ["f16", "q8_0", "q4_0"]})
     # mend and copy ids after decoding (rewrite/snap.py): every use of the reformulator; rewrite_evaluate
     # reports the fine-tuned model with and without it
     snap: bool = True

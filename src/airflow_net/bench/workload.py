@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_net.serve.engine import refuse_encoder_decoder
 from airflow_net.utils import UserError, read_jsonl
 
 
@@ -66,6 +67,7 @@ def build_workload(gguf: Path, data_dir: Path, *, n_requests: int, max_tokens: i
     params.vocab_only = True
     model = _internals.LlamaModel(path_model=str(gguf), params=params, verbose=False)
     try:
+        refuse_encoder_decoder(model.model, gguf)
         meta = model.metadata()
         template = meta.get("tokenizer.chat_template")
         if not template:

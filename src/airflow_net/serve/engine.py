@@ -46,6 +46,16 @@ FINISH_REASONS = ("stop", "length", "cancelled", "error")
 MIN_PREFIX_COPY = 32
 
 
+def refuse_encoder_decoder(model: Any, path: str | Path) -> None:
+    """UserError when a loaded llama.cpp model (a ``llama_model_p``) is an encoder-decoder: the DAG engine, the
+    benchmark and llama-cpp-python's high-level API only run decoder-only models, and would crash on a T5."""
+    import llama_cpp
+
+    if llama_cpp.llama_model_has_encoder(model):
+        raise UserError(f"{path} is an encoder-decoder (T5) GGUF, which the DAG engine cannot run: use it with the "
+                        f"rewrite runtimes (`airflow-net rewrite --runtime gguf-q8_0 --model DIR`)")
+
+
 class PromptTooLong(UserError):
     """The prompt does not fit a slot's context; the message gives the limits."""
 
@@ -253,6 +263,11 @@ class Engine:
             self._model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         except ValueError as exc:
             raise UserError(f"{path}: llama.cpp could not load it ({exc}); expected a GGUF model file") from None
+        try:
+            refuse_encoder_decoder(self._model.model, path)
+        except UserError:
+            self._model.close()
+            raise
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx * n_parallel
         cparams.n_batch = n_batch

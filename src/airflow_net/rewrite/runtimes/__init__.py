@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow_net.rewrite.runtimes.base import Generation, Runtime
 from airflow_net.rewrite.runtimes.ct2_runtime import Ct2Runtime
+from airflow_net.rewrite.runtimes.gguf_runtime import GgufRuntime
 from airflow_net.rewrite.runtimes.onnx_runtime import OnnxRuntime
 from airflow_net.rewrite.runtimes.torch_runtime import TorchRuntime
 
@@ -21,6 +22,9 @@ RUNTIMES: dict[str, type[Runtime]] = {
     "onnx-int8": OnnxRuntime,
     "ct2-fp32": Ct2Runtime,
     "ct2-int8": Ct2Runtime,
+    "gguf-f16": GgufRuntime,
+    "gguf-q8_0": GgufRuntime,
+    "gguf-q4_0": GgufRuntime,
 }
 # The quantization each runtime name gives its class (None: full precision).
 QUANT: dict[str, str | None] = {
@@ -30,6 +34,10 @@ QUANT: dict[str, str | None] = {
     "onnx-int8": "int8",
     "ct2-fp32": None,
     "ct2-int8": "int8",
+    # llama.cpp's file types: f16 as converted; Q8_0 / Q4_0 quantized from an f32 conversion
+    "gguf-f16": "F16",
+    "gguf-q8_0": "Q8_0",
+    "gguf-q4_0": "Q4_0",
 }
 
 
