@@ -228,3 +228,20 @@ def test_cli_templated_renders_a_canonical_request_without_any_model(tmp_path, c
         main(["generate", "make me a dag", "--params", str(params), "--strategy", "reformulated"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "needs the rewrite model" in err and err.count("\n") == 1
+
+
+def test_repair_stops_when_the_conversation_outgrows_the_context():
+    """A follow-up that no longer fits the context ends the rounds: the best answer so far, no crash."""
+    from airflow_net.serve.engine import PromptTooLong
+
+    calls = []
+
+    def backend(conversations, *, temperature=0.0, seed=0):
+        calls.append(len(conversations[0]))
+        if len(calls) > 1:
+            raise PromptTooLong("the prompt has 2154 tokens but a slot's context holds 2048")
+        return [{"text": BROKEN, "completion_tokens": 5}]
+
+    out = run_strategy("repair", MSG, backend, JUDGE, rounds=3)
+    assert not out.valid and out.rounds == 0 and out.candidates == 1 and calls == [1, 3]
+    assert out.history == []  # nothing that was not sent is recorded as sent

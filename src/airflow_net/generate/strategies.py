@@ -135,12 +135,18 @@ def repair(messages: list[dict[str, str]], backend: Backend, judge: Judge, *, ro
     used = 0
     tokens, cands = cur.completion_tokens, cur.candidates
     best = cur
+    from airflow_net.serve.engine import PromptTooLong
+
     while not cur.valid and used < rounds:
         errors = [Finding.from_dict(d) for d in cur.findings]
         turn = [{"role": "assistant", "content": cur.text}, {"role": "user", "content": format_findings(errors)}]
+        try:
+            row = backend([conv + turn], temperature=0.0, seed=0)[0]
+        except PromptTooLong as e:  # the conversation outgrew the context: keep the best answer seen so far
+            log.info("repair stopped after %d round(s): %s", used, e)
+            break
         conv += turn
         history += turn
-        row = backend([conv], temperature=0.0, seed=0)[0]
         used += 1
         code, rep = _judge_text(judge, row["text"])
         tokens += int(row.get("completion_tokens", 0))
