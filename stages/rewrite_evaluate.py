@@ -67,9 +67,10 @@ def main() -> None:
 
         banner(f"finetuned_served: {p.rewrite.runtime}, {p.rewrite.beams} beams, the first that parses"
                f"{', snapped' if p.rewrite.snap else ''}")
-        ref = Reformulator(args.finetuned, runtime=p.rewrite.runtime, exported=args.runtimes,
-                           threads=torch.get_num_threads(), max_new_tokens=ep.max_new_tokens, snap=p.rewrite.snap,
-                           beams=p.rewrite.beams)
+        # one thread, as the pipeline serves it (strategies, generate --rewrite): CTranslate2 at 2 threads was 20x
+        # slower on this 2-core VM (docs/rewrite-runtimes.md)
+        ref = Reformulator(args.finetuned, runtime=p.rewrite.runtime, exported=args.runtimes, threads=1,
+                           max_new_tokens=ep.max_new_tokens, snap=p.rewrite.snap, beams=p.rewrite.beams)
         served = [ref(q["query"]) for q in rows]
         metrics["finetuned_served"], per_b = score(served, rows, metrics["finetuned"]["eval_loss"])
         csv_rows += [{"model": "finetuned_served", **r} for r in per_b]

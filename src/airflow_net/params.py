@@ -371,9 +371,9 @@ def rewrite_runtime_names(runtimes: list[str], quant: dict[str, list[str]]) -> l
 
 
 class RewriteExportParams(_Section):
-    compare_examples: int | None = Field(100, ge=1)  # test pairs each runtime decodes to compare with torch-fp32
+    compare_examples: int | None = Field(60, ge=1)  # test pairs each runtime decodes to compare with torch-fp32
     max_new_tokens: int = Field(96, ge=1)  # greedy length cap in that comparison (canonical requests ~55 tokens)
-    threads: int = Field(0, ge=0)  # 0: all cores
+    threads: int = Field(1, ge=0)  # 0: all cores
 
 
 class RewriteBenchParams(_Section):
