@@ -95,6 +95,7 @@ def test_cli_benchmarks_a_shape_model(t5, tmp_path, monkeypatch, capsys):
     assert e.value.code == 0
     cfg = json.loads((tmp_path / ".cache/rewrite_shapes/t5-test-v1/hf/config.json").read_text())
     assert cfg["vocab_size"] == shapes.FLAN_T5_VOCAB and cfg["d_model"] == 32 and cfg["tie_word_embeddings"] is False
+    assert (tmp_path / ".cache/rewrite_shapes/t5-test-v1/hf/spiece.model").is_file()  # llama.cpp's converter reads it
     res = json.loads((tmp_path / "out/results.json").read_text())
     # torch-fp32 is added as the reference every speed-up is measured against
     assert set(res["by_threads"]["1"]["runtimes"]) == {"torch-fp32", "torch-int8"}

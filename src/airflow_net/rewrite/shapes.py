@@ -11,6 +11,7 @@ length). Built folders are cached under ``.cache/rewrite_shapes/<shape>-v<BUILD_
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from airflow_net.utils import UserError, atomic_path
@@ -70,4 +71,7 @@ def build_shape(model: str, tokenizer_folder: str | Path, cache: str | Path = ".
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         save_model(model_, tok, tmp)
+        # llama.cpp's converter reads the SentencePiece model itself; transformers 5 may not re-save it
+        if not (tmp / "spiece.model").is_file():
+            shutil.copy2(tok_dir / "spiece.model", tmp / "spiece.model")
     return folder
