@@ -119,3 +119,13 @@ def test_reformulator_loads_an_exported_runtime_or_says_what_to_run(tmp_path):
     assert ref.beams == 2 and ref.name == "ct2-int8"
     texts, _ = ref.runtime.nbest(LINES[1], 2, 6)
     assert len(texts) == 2 and ref(LINES[1]) == pick(texts, LINES[1])
+
+
+def test_the_dag_id_a_person_names_wins_over_an_invented_one():
+    req = ("hi, need a dag called invoices_sync, every 20 min. fetch_invoices pulls them from the billing api, "
+           "then store_invoices writes them to postgres")
+    got = "dag pull_invoices_from_billing | schedule */20 * * * * | fetch_invoices[Bash] >> store_invoices[Python]"
+    assert snap(got, req).startswith("dag invoices_sync | ")
+    assert snap(got.replace("pull_invoices_from_billing", "invoices_sync"), req).startswith("dag invoices_sync | ")
+    for phrase in ("Need a DAG called `orders_sync` daily", "make a dag, id orders_sync. daily", "dag named orders_sync"):
+        assert snap("dag x_y | schedule @daily | a_b[Bash]", phrase).startswith("dag orders_sync | ")

@@ -29,6 +29,10 @@ _STOP = frozenset("""a an and the then to in of on for with at by from every eac
 dag dags airflow task tasks group groups taskgroup schedule cron run runs it its is be that this these those
 after before first next finally all both parallel called named me my please thanks hi hello""".split())
 MIN_SIMILARITY = 0.6
+# "a dag called orders_sync", "DAG named `orders_sync`", "dag id: orders_sync", "id orders_sync": the dag id a
+# person names; it wins over a dag id the request does not contain, however dissimilar
+_NAMED_DAG = re.compile(r"\b(?:dag|DAG)\b[^.\n]{0,40}?\b(?:called|named|id)\b\s*[:=]?\s*`?([A-Za-z_][A-Za-z0-9_]*)`?"
+                        r"|\bid\s*[:=]?\s*`?([A-Za-z_][A-Za-z0-9_]*_[A-Za-z0-9_]*)`?")
 
 
 def request_identifiers(request: str) -> list[str]:
@@ -113,6 +117,11 @@ def snap(rewrite: str, request: str) -> str:
     mapping: dict[str, str] = {}
     # identifiers the reformulation already copied right are taken: nothing else may be snapped onto them
     taken = {n for n in names if n in present}
+    named = _NAMED_DAG.search(request)
+    named_dag = next((g for g in named.groups() if g), None) if named else None
+    if named_dag and c.dag_id not in present and named_dag not in taken:
+        mapping[c.dag_id] = named_dag
+        taken.add(named_dag)
     for n in dict.fromkeys(names):
         if n in present or n in mapping:
             continue
