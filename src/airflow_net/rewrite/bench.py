@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from airflow_net.rewrite.runtimes import load
+from airflow_net.rewrite.runtimes.base import RUNTIME_ERRORS, why
 
 log = logging.getLogger(__name__)
 
 PCTS = (50, 90, 95, 99)
-RUNTIME_ERRORS = (ValueError, ImportError, RuntimeError, OSError, NotImplementedError)
 # The design notes' figures for Flan-T5-base in PyTorch on their CPU (ms per query), shown beside ours.
 NOTES_FLAN_T5_BASE_MS = {"mean": 176, "p50": 110, "p90": 221, "p95": 422, "p99": 1909}
 
@@ -42,10 +42,6 @@ def latency_stats(ms: list[float]) -> dict[str, float]:
     return out
 
 
-def _why(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def bench_runtimes(folders: dict[str, str], queries: list[str], *, threads: int, max_new_tokens: int,
                    rounds: int, warmup: int = 2) -> dict[str, Any]:
     """Latency per runtime (name -> folder it loads) over ``rounds`` interleaved rounds; a runtime that
@@ -59,8 +55,8 @@ def bench_runtimes(folders: dict[str, str], queries: list[str], *, threads: int,
             for _ in range(max(1, warmup)):
                 rt.generate(queries[:1], max_new_tokens, ignore_eos=True)
         except RUNTIME_ERRORS as e:
-            log.warning("runtime %s skipped: %s", name, _why(e))
-            results[name] = {"skipped": _why(e)}
+            log.warning("runtime %s skipped: %s", name, why(e))
+            results[name] = {"skipped": why(e)}
             continue
         loaded[name] = rt
         results[name] = {"round_p50": []}

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from airflow_net.rewrite import runtimes
+from airflow_net.rewrite.runtimes.base import RUNTIME_ERRORS, why
 from airflow_net.utils import sha256_tree, write_json
 
 log = logging.getLogger(__name__)
 
 REFERENCE = "torch-fp32"
-# What a runtime may raise when its package is missing or the model does not fit it: recorded, not fatal.
-RUNTIME_ERRORS = (ValueError, ImportError, RuntimeError, OSError, NotImplementedError)
 
 
 def runtime_folder(name: str, hf_folder: str | Path, out_root: str | Path) -> Path:
@@ -45,11 +44,10 @@ def export_all(names: list[str], hf_folder: str | Path, out_root: str | Path) ->
         try:
             facts = runtimes.export(name, str(hf_folder), str(folder))
         except RUNTIME_ERRORS as e:
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            log.warning("%s: export failed, skipped: %s", name, why)
+            log.warning("%s: export failed, skipped: %s", name, why(e))
             shutil.rmtree(folder)
             folder.mkdir()
-            results[name] = {"skipped": f"export: {why}"}
+            results[name] = {"skipped": f"export: {why(e)}"}
             write_json(folder / "meta.json", {"runtime": name, "source": source_hash, **results[name]})
             continue
         loaded_from = runtime_folder(name, hf_folder, out_root)
@@ -83,11 +81,10 @@ def compare(names: list[str], hf_folder: str | Path, out_root: str | Path, rows:
             rt = runtimes.load(name, str(runtime_folder(name, hf_folder, out_root)), threads)
             gen = rt.generate(queries, max_new_tokens)
         except RUNTIME_ERRORS as e:
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
             if name == REFERENCE:
-                raise ValueError(f"{REFERENCE} could not decode {hf_folder}: {why}") from e
-            log.warning("%s: could not load or decode, skipped: %s", name, why)
-            results[name] = {"skipped": f"load: {why}"}
+                raise ValueError(f"{REFERENCE} could not decode {hf_folder}: {why(e)}") from e
+            log.warning("%s: could not load or decode, skipped: %s", name, why(e))
+            results[name] = {"skipped": f"load: {why(e)}"}
             continue
         outputs[name] = gen.texts
         scores, _ = score(gen.texts, rows, None)

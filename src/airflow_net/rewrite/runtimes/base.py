@@ -19,6 +19,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+# What a runtime may raise when its package is missing or the model does not fit it: callers that try several
+# runtimes (rewrite_export, rewrite_bench) record it and go on.
+RUNTIME_ERRORS = (ValueError, ImportError, RuntimeError, OSError, NotImplementedError)
+
+
+def why(e: BaseException) -> str:
+    """An exception as the one line recorded for a skipped runtime."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
 
 @dataclass(frozen=True)
 class Generation:
