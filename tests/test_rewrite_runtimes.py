@@ -157,6 +157,43 @@ def test_ct2_scores_match_pytorch_log_probs(t5_folder, exported):
     assert res.scores[0] == pytest.approx(sum(logp) / len(logp), abs=1e-4)
 
 
+def test_onnx_decoder_bias_is_t5s_own_at_every_position(t5_folder, exported):
+    """The ONNX loop's self-attention bias (read from decoder_bias.npy by distance) equals what transformers'
+    decoder computes for the query at each position, past T5's max_distance and past the stored table."""
+    import numpy as np
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    from airflow_net.rewrite.runtimes.onnx_runtime import BIAS_POSITIONS
+
+    model = T5ForConditionalGeneration.from_pretrained(str(t5_folder)).eval()
+    attn = model.decoder.block[0].layer[0].SelfAttention
+    rt = load("onnx-fp32", str(exported["onnx-fp32"]), threads=1)
+    for keys in (1, 2, 9, attn.relative_attention_max_distance + 3, BIAS_POSITIONS + 40):
+        with torch.no_grad():
+            want = attn.compute_bias(1, keys, past_seen_tokens=keys - 1)[0].numpy()  # (H, 1, keys)
+        got = rt._bias(keys)
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_stale_exports_are_made_again(t5_folder, tmp_path):
+    """An export kept from an older layout (meta.json's format_version) is not current, so `airflow-net
+    rewrite-bench` makes it again instead of failing to load it."""
+    import json
+
+    from airflow_net.rewrite.export import export_all, is_current
+
+    export_all(["onnx-fp32"], t5_folder, tmp_path)
+    assert is_current("onnx-fp32", tmp_path)
+    meta = tmp_path / "onnx-fp32" / "meta.json"
+    old = json.loads(meta.read_text())
+    old.pop("format_version")  # written before versions were recorded: version 1, ONNX is now 2
+    meta.write_text(json.dumps(old))
+    assert not is_current("onnx-fp32", tmp_path)
+    assert not is_current("ct2-int8", tmp_path)  # never exported
+
+
 def test_exported_loads_fail_with_one_line(t5_folder, exported, tmp_path):
     for name in EXPORTED:
         with pytest.raises(ValueError, match="expected an? .*export") as e:

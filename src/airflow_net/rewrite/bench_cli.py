@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 from airflow_net.utils import UserError
@@ -44,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from airflow_net.params import REWRITE_QUANTS, load_params
     from airflow_net.rewrite.bench import cdf_chart, markdown, run_bench
-    from airflow_net.rewrite.export import export_all, loadable
+    from airflow_net.rewrite.export import export_all, is_current, loadable
     from airflow_net.rewrite.shapes import build_shape, is_shape
     from airflow_net.utils import read_jsonl, write_json, write_text
 
@@ -61,9 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if is_shape(args.model):
         hf = build_shape(args.model, args.tokenizer)
         exported = Path(args.exported) if args.exported else hf.parent / "runtimes"
-        missing = [n for n in names if not (exported / n / "meta.json").is_file()]
+        missing = [n for n in names if not is_current(n, exported)]  # never made, or by an older layout
         if missing:
             exported.mkdir(parents=True, exist_ok=True)
+            for n in missing:
+                shutil.rmtree(exported / n, ignore_errors=True)
             export_all(missing, hf, exported)
     else:
         hf = Path(args.model)

@@ -54,6 +54,7 @@ def export_all(names: list[str], hf_folder: str | Path, out_root: str | Path) ->
         size = _size(loaded_from if loaded_from != Path(hf_folder) else Path(hf_folder) / "model.safetensors")
         results[name] = {"size_bytes": size, **facts}  # a runtime's own size_bytes (in-memory int8) wins
         write_json(folder / "meta.json", {"runtime": name, "source": source_hash,
+                                          "format_version": runtimes.RUNTIMES[name].format_version,
                                           "loads": "hf_folder" if loaded_from == Path(hf_folder) else name,
                                           **results[name]})
         log.info("%s: exported (%.1f MB)", name, size / 1e6)
@@ -92,6 +93,18 @@ def compare(names: list[str], hf_folder: str | Path, out_root: str | Path, rows:
         results[name] = {"agree_torch_fp32": round(same / len(rows), 4), **scores}
         log.info("%s: agrees with %s on %d/%d, ROUGE-L %.3f", name, REFERENCE, same, len(rows), scores["rougeL"])
     return results, outputs
+
+
+def is_current(name: str, out_root: str | Path) -> bool:
+    """Whether ``out_root/<name>`` holds an export of ``name`` in the layout this version writes (a skipped
+    export counts: it records why)."""
+    import json
+
+    meta = Path(out_root) / name / "meta.json"
+    if not meta.is_file():
+        return False
+    m = json.loads(meta.read_text())
+    return "skipped" in m or m.get("format_version", 1) == runtimes.RUNTIMES[name].format_version
 
 
 def loadable(names: list[str], hf_folder: str | Path, out_root: str | Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -44,6 +44,9 @@ class Runtime(ABC):
     name: str
     # True when load() takes the Hugging Face folder itself (nothing to export)
     loads_hf_folder: bool = False
+    # Raised when export() writes a different layout: exports kept from an older one (meta.json's
+    # format_version, written by rewrite.export.export_all) are then made again instead of failing to load
+    format_version: int = 1
 
     @classmethod
     def export(cls, hf_folder: str, out_dir: str, quant: str | None = None) -> dict[str, Any]:

@@ -4,11 +4,14 @@ Optimum's exporter is not used: optimum-onnx 0.1 pins transformers < 4.58 and pi
 Instead two small wrapper modules over the Hugging Face model's own layers are exported with the TorchScript
 exporter (``dynamo=False``: it needs no onnxscript and traces these loop-free wrappers exactly):
 
-- ``encoder.onnx``: ``input_ids`` (1, S) -> ``cross_key``/``cross_value`` (L, H, S, d_kv), the decoder's
-  cross-attention keys and values, computed once per query (the encoder states are needed only through them);
-- ``decoder.onnx``: one token, ``past_key``/``past_value`` (L, H, T, d_kv) of the decoder's self-attention
-  (T = 0 at the first step) and the cross keys/values -> ``logits`` (V,) and ``present_key``/``present_value``
-  (L, H, T+1, d_kv).
+- ``encoder.onnx``: ``input_ids`` (1, S) -> ``cross_key.<i>``/``cross_value.<i>`` (H, S, d_kv) for each decoder
+  layer i, the cross-attention keys and values, computed once per query (the decoder needs the encoder's
+  states only through them);
+- ``decoder.onnx``: one token, ``bias`` (H, 1, T+1), ``past_key.<i>``/``past_value.<i>`` (H, T, d_kv) of the
+  decoder's self-attention (T = 0 at the first step) and the cross keys/values -> ``logits`` (V,) and
+  ``present_key.<i>``/``present_value.<i>`` (H, T+1, d_kv);
+- ``decoder_bias.npy``: the decoder's relative-position bias by distance (:func:`decoder_bias_table`), from
+  which the loop takes ``bias``.
 
 int8 is ``onnxruntime.quantization.quantize_dynamic`` of the weight MatMuls (the LM head included; MatMuls
 of two activations stay float), signed int8 weights with one scale per tensor. Measured on this AVX512-VNNI
@@ -32,82 +35,161 @@ from airflow_net.rewrite.runtimes.tokenizer import load_tokenizer, save_tokenize
 
 log = logging.getLogger(__name__)
 
-FILES = ("encoder.onnx", "decoder.onnx", "runtime.json", "tokenizer.json")
+FILES = ("encoder.onnx", "decoder.onnx", "decoder_bias.npy", "runtime.json", "tokenizer.json")
+FORMAT = "airflow-net-t5-onnx-2"
 OPSET = 17
 
 
+BIAS_POSITIONS = 512  # decoder self-attention bias rows kept; T5's buckets are constant past max_distance (128)
+
+
 def _wrappers(model):
-    """Encoder and decoder-step modules over ``model``'s layers (T5: no query scaling, bias folded in scores)."""
+    """Encoder and decoder-step modules over ``model``'s layers (T5: no query scaling, bias folded in scores).
+
+    What ONNX Runtime spends its time on besides the weight MatMuls is small ops (measured with its profiler on
+    the flan-t5-small shape: 390 nodes a decoder step, a third of the kernel time outside MatMuls), so the graph
+    is written to have few: the self-attention's q/k/v and the gated feed-forward's wi_0/wi_1 are one MatMul
+    each (concatenated weights, one dynamic quantization of the input instead of three or two), past keys and
+    values are one input per layer (no Split/Squeeze/stack), and the decoder's relative-position bias is an
+    input read from a table (no bucket arithmetic each step).
+    """
     import torch
 
     cfg = model.config
     heads, d_kv = cfg.num_heads, cfg.d_kv
+    inner = heads * d_kv
 
-    def attend(attn, x, k, v, bias):
-        # x (Q, d); k, v (H, K, d_kv); bias (H, Q, K) or None
-        q = attn.q(x).view(-1, heads, d_kv).transpose(0, 1)
+    def heads_first(t):  # (Q, H*d_kv) -> (H, Q, d_kv)
+        return t.view(-1, heads, d_kv).transpose(0, 1)
+
+    def fused(*linears):
+        return torch.nn.Parameter(torch.cat([lin.weight for lin in linears], dim=0).detach().clone(),
+                                  requires_grad=False)
+
+    def attend(q, k, v, bias, o):
+        # q (H, Q, d_kv); k, v (H, K, d_kv); bias (H, Q, K) or None
         scores = torch.matmul(q, k.transpose(1, 2))
         if bias is not None:
             scores = scores + bias
         out = torch.matmul(torch.softmax(scores.float(), dim=-1), v)
-        return attn.o(out.transpose(0, 1).reshape(-1, heads * d_kv))
+        return o(out.transpose(0, 1).reshape(-1, inner))
 
-    def split(lin, x):
-        return lin(x).view(-1, heads, d_kv).transpose(0, 1)
+    class FeedForward(torch.nn.Module):
+        """T5LayerFF without dropout; the gated form's two input projections as one MatMul."""
+
+        def __init__(self, layer) -> None:
+            super().__init__()
+            self.norm, dense = layer.layer_norm, layer.DenseReluDense
+            self.gated = hasattr(dense, "wi_0")
+            self.wi = fused(dense.wi_0, dense.wi_1) if self.gated else dense.wi.weight
+            self.act, self.wo = dense.act, dense.wo
+
+        def forward(self, h):
+            x = torch.nn.functional.linear(self.norm(h), self.wi)
+            if self.gated:
+                gate, lin = x.chunk(2, dim=-1)
+                x = self.act(gate) * lin
+            else:
+                x = self.act(x)
+            return h + self.wo(x)
+
+    class SelfAttention(torch.nn.Module):
+        def __init__(self, layer) -> None:
+            super().__init__()
+            self.norm, attn = layer.layer_norm, layer.SelfAttention
+            self.qkv, self.o = fused(attn.q, attn.k, attn.v), attn.o
+
+        def project(self, h):
+            q, k, v = torch.nn.functional.linear(self.norm(h), self.qkv).chunk(3, dim=-1)
+            return heads_first(q), heads_first(k), heads_first(v)
 
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.enc, self.dec = model.encoder, model.decoder
+            enc, dec = model.encoder, model.decoder
+            self.embed, self.final_norm = enc.embed_tokens, enc.final_layer_norm
+            self.bias_layer = enc.block[0].layer[0].SelfAttention
+            self.attn = torch.nn.ModuleList(SelfAttention(b.layer[0]) for b in enc.block)
+            self.ff = torch.nn.ModuleList(FeedForward(b.layer[-1]) for b in enc.block)
+            # every decoder layer's cross keys and values in one MatMul of the encoder's output
+            self.cross = fused(*[lin for b in dec.block for lin in (b.layer[1].EncDecAttention.k,
+                                                                    b.layer[1].EncDecAttention.v)])
 
         def forward(self, input_ids):
-            h = self.enc.embed_tokens(input_ids[0])
+            h = self.embed(input_ids[0])
             n = h.shape[0]
-            bias = self.enc.block[0].layer[0].SelfAttention.compute_bias(n, n)[0]
-            for block in self.enc.block:
-                sa = block.layer[0]
-                x = sa.layer_norm(h)
-                h = h + attend(sa.SelfAttention, x, split(sa.SelfAttention.k, x), split(sa.SelfAttention.v, x), bias)
-                h = block.layer[-1](h)
-            h = self.enc.final_layer_norm(h)
-            keys = [split(b.layer[1].EncDecAttention.k, h) for b in self.dec.block]
-            values = [split(b.layer[1].EncDecAttention.v, h) for b in self.dec.block]
-            return torch.stack(keys), torch.stack(values)
+            bias = self.bias_layer.compute_bias(n, n)[0]
+            for attn, ff in zip(self.attn, self.ff, strict=True):
+                q, k, v = attn.project(h)
+                h = ff(h + attend(q, k, v, bias, attn.o))
+            kv = torch.nn.functional.linear(self.final_norm(h), self.cross).chunk(2 * len(model.decoder.block), -1)
+            return tuple(heads_first(t) for t in kv)  # key 0, value 0, key 1, ...
 
     class DecoderStep(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.dec, self.head = model.decoder, model.lm_head
+            dec = model.decoder
+            self.embed, self.final_norm, self.head = dec.embed_tokens, dec.final_layer_norm, model.lm_head
+            self.attn = torch.nn.ModuleList(SelfAttention(b.layer[0]) for b in dec.block)
+            self.cross_norm = torch.nn.ModuleList(b.layer[1].layer_norm for b in dec.block)
+            self.cross_q = torch.nn.ModuleList(b.layer[1].EncDecAttention.q for b in dec.block)
+            self.cross_o = torch.nn.ModuleList(b.layer[1].EncDecAttention.o for b in dec.block)
+            self.ff = torch.nn.ModuleList(FeedForward(b.layer[-1]) for b in dec.block)
 
-        def forward(self, input_ids, past_key, past_value, cross_key, cross_value):
-            h = self.dec.embed_tokens(input_ids[0])  # (1, d)
-            past = past_key.shape[2]
-            # The query sits at position `past`; it sees keys 0..past (causal, so no mask for one token).
-            bias = self.dec.block[0].layer[0].SelfAttention.compute_bias(1, past + 1, past_seen_tokens=past)[0]
-            keys, values = [], []
-            for i, block in enumerate(self.dec.block):
-                sa, ca = block.layer[0], block.layer[1]
-                x = sa.layer_norm(h)
-                k = torch.cat([past_key[i], split(sa.SelfAttention.k, x)], dim=1)
-                v = torch.cat([past_value[i], split(sa.SelfAttention.v, x)], dim=1)
-                keys.append(k)
-                values.append(v)
-                h = h + attend(sa.SelfAttention, x, k, v, bias)
-                h = h + attend(ca.EncDecAttention, ca.layer_norm(h), cross_key[i], cross_value[i], None)
-                h = block.layer[-1](h)
-            h = self.dec.final_layer_norm(h)
+        def forward(self, input_ids, bias, *kv):
+            # kv: past key, past value per layer, then cross key, cross value per layer; bias (H, 1, T+1)
+            n = len(self.attn)
+            h = self.embed(input_ids[0])  # (1, d)
+            presents = []
+            for i in range(n):
+                attn = self.attn[i]
+                q, k, v = attn.project(h)
+                k = torch.cat([kv[2 * i], k], dim=1)
+                v = torch.cat([kv[2 * i + 1], v], dim=1)
+                presents += [k, v]
+                h = h + attend(q, k, v, bias, attn.o)
+                cq = heads_first(self.cross_q[i](self.cross_norm[i](h)))
+                h = h + attend(cq, kv[2 * n + 2 * i], kv[2 * n + 2 * i + 1], None, self.cross_o[i])
+                h = self.ff[i](h)
+            h = self.final_norm(h)
             if cfg.scale_decoder_outputs:  # tied embeddings: the head sees d_model**-0.5-scaled states
                 h = h * (cfg.d_model ** -0.5)
-            return self.head(h)[0], torch.stack(keys), torch.stack(values)
+            return (self.head(h)[0], *presents)
 
     return Encoder().eval(), DecoderStep().eval()
 
 
+def decoder_bias_table(model, positions: int = BIAS_POSITIONS):
+    """(H, positions) float32: the decoder self-attention's bias for a key ``d`` tokens before the query, at
+    column ``d``; computed by the model's own ``compute_bias`` (T5 buckets: exact, and constant past
+    ``relative_attention_max_distance``, which ``positions`` must exceed)."""
+    import torch
+
+    layer = model.decoder.block[0].layer[0].SelfAttention
+    if positions <= layer.relative_attention_max_distance:
+        raise ValueError(f"positions {positions}: expected more than max_distance "
+                         f"{layer.relative_attention_max_distance}")
+    with torch.no_grad():
+        row = layer.compute_bias(1, positions, past_seen_tokens=positions - 1)[0, :, 0, :]  # keys 0..P-1
+    return row.flip(-1).float().numpy().copy()  # column d: the key d tokens before the query
+
+
+def _kv_names(layers: int) -> dict[str, list[str]]:
+    def pairs(kind: str) -> list[str]:
+        return [f"{kind}_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
+
+    return {"past": pairs("past"), "present": pairs("present"), "cross": pairs("cross")}
+
+
 class OnnxRuntime(Runtime):
-    def __init__(self, encoder, decoder, tokenizer, meta: dict[str, Any], name: str) -> None:
+    format_version = 2  # 2: one input per layer, fused projections, decoder_bias.npy
+    def __init__(self, encoder, decoder, tokenizer, meta: dict[str, Any], name: str, table: np.ndarray) -> None:
         self.encoder, self.decoder, self.tokenizer = encoder, decoder, tokenizer
         self.meta = meta
         self.name = name
+        self._table, self._biases = table, []
+        self._names = _kv_names(meta["layers"])
+        self._empty = np.zeros((meta["heads"], 0, meta["d_kv"]), dtype=np.float32)
 
     @classmethod
     def export(cls, hf_folder: str, out_dir: str, quant: str | None = None) -> dict[str, Any]:
@@ -129,26 +211,28 @@ class OnnxRuntime(Runtime):
         encoder, decoder = _wrappers(model)
         layers, heads, d_kv = cfg.num_decoder_layers, cfg.num_heads, cfg.d_kv
         ids = torch.tensor([[5, 6, 7, 1]], dtype=torch.long)
-        past = torch.zeros(layers, heads, 3, d_kv)
-        cross = torch.zeros(layers, heads, 4, d_kv)
+        past = [torch.zeros(heads, 3, d_kv)] * (2 * layers)
+        cross = [torch.zeros(heads, 4, d_kv)] * (2 * layers)
         fp32 = {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
         tmp = {k: out / f"{k}.fp32.onnx" for k in fp32} if quant else fp32
-        kv = {2: "len"}
+        names = _kv_names(layers)
+        seq = {1: "len"}
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
             torch.onnx.export(
                 encoder, (ids,), str(tmp["encoder"]), dynamo=False, opset_version=OPSET,
-                input_names=["input_ids"], output_names=["cross_key", "cross_value"],
-                dynamic_axes={"input_ids": {1: "src"}, "cross_key": {2: "src"}, "cross_value": {2: "src"}},
+                input_names=["input_ids"], output_names=names["cross"],
+                dynamic_axes={"input_ids": {1: "src"}, **{n: {1: "src"} for n in names["cross"]}},
             )
             torch.onnx.export(
-                decoder, (ids[:, :1], past, past, cross, cross), str(tmp["decoder"]), dynamo=False,
+                decoder, (ids[:, :1], torch.zeros(heads, 1, 4), *past, *cross), str(tmp["decoder"]), dynamo=False,
                 opset_version=OPSET,
-                input_names=["input_ids", "past_key", "past_value", "cross_key", "cross_value"],
-                output_names=["logits", "present_key", "present_value"],
-                dynamic_axes={"past_key": kv, "past_value": kv, "present_key": kv, "present_value": kv,
-                              "cross_key": {2: "src"}, "cross_value": {2: "src"}},
+                input_names=["input_ids", "bias", *names["past"], *names["cross"]],
+                output_names=["logits", *names["present"]],
+                dynamic_axes={"bias": {2: "keys"}, **{n: seq for n in names["past"] + names["present"]},
+                              **{n: {1: "src"} for n in names["cross"]}},
             )
+        np.save(out / "decoder_bias.npy", decoder_bias_table(model))
         if quant:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -164,7 +248,7 @@ class OnnxRuntime(Runtime):
             finally:
                 root.setLevel(level)
         meta = {
-            "format": "airflow-net-t5-onnx", "quant": quant, "layers": layers, "heads": heads, "d_kv": d_kv,
+            "format": FORMAT, "quant": quant, "layers": layers, "heads": heads, "d_kv": d_kv,
             "decoder_start_token_id": int(cfg.decoder_start_token_id), "eos_token_id": int(cfg.eos_token_id),
         }
         (out / "runtime.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -182,7 +266,7 @@ class OnnxRuntime(Runtime):
         if missing:
             raise ValueError(f"{folder}: expected an ONNX export with {', '.join(FILES)} (missing {missing[0]})")
         meta = json.loads((Path(folder) / "runtime.json").read_text())
-        if meta.get("format") != "airflow-net-t5-onnx" or meta.get("quant") != quant:
+        if meta.get("format") != FORMAT or meta.get("quant") != quant:
             raise ValueError(f"{folder}: expected an ONNX export with quant {quant!r}, "
                              f"found {meta.get('format')!r} with quant {meta.get('quant')!r}")
         opts = ort.SessionOptions()
@@ -198,19 +282,28 @@ class OnnxRuntime(Runtime):
         enc = ort.InferenceSession(str(Path(folder) / "encoder.onnx"), opts, providers=providers)
         dec = ort.InferenceSession(str(Path(folder) / "decoder.onnx"), opts, providers=providers)
         name = "onnx-int8" if quant else "onnx-fp32"
-        return cls(enc, dec, load_tokenizer(folder), meta, name)
+        table = np.load(Path(folder) / "decoder_bias.npy")
+        return cls(enc, dec, load_tokenizer(folder), meta, name, table)
+
+    def _bias(self, keys: int) -> np.ndarray:
+        """(H, 1, keys): the self-attention bias of the query at position keys-1 over keys 0..keys-1."""
+        while len(self._biases) < keys:
+            d = np.minimum(np.arange(len(self._biases), -1, -1), self._table.shape[1] - 1)
+            self._biases.append(np.ascontiguousarray(self._table[:, None, d]))
+        return self._biases[keys - 1]
 
     def _greedy(self, ids: list[int], max_new_tokens: int, ignore_eos: bool) -> list[int]:
         m = self.meta
-        cross_key, cross_value = self.encoder.run(None, {"input_ids": np.asarray([ids], dtype=np.int64)})
-        past_key = np.zeros((m["layers"], m["heads"], 0, m["d_kv"]), dtype=np.float32)
-        past_value = past_key
+        names = self._names
+        cross = self.encoder.run(None, {"input_ids": np.asarray([ids], dtype=np.int64)})
+        feed = dict(zip(names["cross"], cross, strict=True))
+        feed.update({n: self._empty for n in names["past"]})
         token, out, eos = m["decoder_start_token_id"], [], m["eos_token_id"]
-        for _ in range(max_new_tokens):
-            logits, past_key, past_value = self.decoder.run(None, {
-                "input_ids": np.asarray([[token]], dtype=np.int64), "past_key": past_key,
-                "past_value": past_value, "cross_key": cross_key, "cross_value": cross_value,
-            })
+        for step in range(max_new_tokens):
+            feed["input_ids"] = np.asarray([[token]], dtype=np.int64)
+            feed["bias"] = self._bias(step + 1)
+            logits, *present = self.decoder.run(None, feed)
+            feed.update(zip(names["past"], present, strict=True))
             if ignore_eos:
                 # As transformers' min_new_tokens does: EOS is never chosen, the next best token is.
                 logits[eos] = -np.inf
