@@ -272,6 +272,34 @@ def test_answers_are_postprocessed_with_their_own_query() -> None:
         b.stop()
 
 
+class Beams(Gated):
+    """A fake runtime with a beam search: the best beam does not parse, the second does."""
+
+    GOOD = "dag orders_sync | schedule @daily | load_orders[PythonOperator] >> refresh_view[BashOperator]"
+
+    def nbest(self, query: str, n: int, max_new_tokens: int) -> tuple[list[str], float, list[int]]:
+        self.calls.append([f"nbest:{n}:{query}"])
+        return ["dag orders_sync | load_orders >>", self.GOOD, "x"][:n], 2.5, [7, 11, 1][:n]
+
+
+def test_beams_answer_the_first_beam_that_parses_with_its_tokens() -> None:
+    rt = Beams()
+    query = "pls dag orders_sync daily: load_orders then refresh_view"
+    b = Batcher(rt, max_new_tokens=16, max_batch=2, max_queue=4, beams=3)
+    b.start()
+    try:
+        ans = b.submit(query).result(10)
+        assert ans.text == Beams.GOOD
+        assert (ans.decode_ms, ans.tokens) == (2.5, 11)  # the chosen beam's tokens, not the first's
+        assert rt.calls == [[f"nbest:3:{query}"]]
+    finally:
+        b.stop()
+    greedy = Batcher(Gated(), max_new_tokens=16, beams=3)  # no nbest(): greedy, as the other runtimes
+    assert greedy.beams == 1
+    with pytest.raises(ValueError, match="beams >= 1"):
+        Batcher(rt, max_new_tokens=16, beams=0)
+
+
 def test_bad_model_or_runtime_fails_at_start_with_one_line(tmp_path, folder, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # no models/rewrite/runtimes here: the default runtime has no export
     port = free_port()

@@ -96,10 +96,10 @@ def test_reformulator_beams_return_a_parsing_candidate_when_one_exists(tmp_path,
     folder = build_tiny_t5(tmp_path / "m")
     ref = Reformulator(folder, beams=3, max_new_tokens=6)
     assert ref.beams == 3 and isinstance(ref(LINES[0]), str) and ref.last_ms > 0
-    texts, _ = ref.runtime.nbest(LINES[0], 3, 6)
+    texts, _, _ = ref.runtime.nbest(LINES[0], 3, 6)
     assert len(texts) == 3 and ref(LINES[0]) == pick(texts, LINES[0])
     good = "dag d | schedule @daily | a[Bash]"
-    monkeypatch.setattr(ref.runtime, "nbest", lambda q, n, m: (["nonsense", good, "x"], 1.0))
+    monkeypatch.setattr(ref.runtime, "nbest", lambda q, n, m: (["nonsense", good, "x"], 1.0, [3, 5, 1]))
     assert ref("make dag d") == good
 
 
@@ -117,7 +117,7 @@ def test_reformulator_loads_an_exported_runtime_or_says_what_to_run(tmp_path):
     export_all(["ct2-int8"], folder, tmp_path / "rt")
     ref = Reformulator(folder, runtime="ct2-int8", exported=tmp_path / "rt", beams=2, max_new_tokens=6)
     assert ref.beams == 2 and ref.name == "ct2-int8"
-    texts, _ = ref.runtime.nbest(LINES[1], 2, 6)
+    texts, _, _ = ref.runtime.nbest(LINES[1], 2, 6)
     assert len(texts) == 2 and ref(LINES[1]) == pick(texts, LINES[1])
 
 

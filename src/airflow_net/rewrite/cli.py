@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--no-snap", action="store_true", help="the raw decoded text (default: mended, with the query's "
                    "ids copied: rewrite.snap, rewrite/snap.py)")
-    p.add_argument("--beams", type=int, default=4, help="beam width; the first beam that parses wins (torch "
+    p.add_argument("--beams", type=int, default=4, help="beam width; the first beam that parses wins (ct2 and torch "
                    "runtimes; 1: greedy, the others always greedy). Default as rewrite.beams")
     p.add_argument("--url", default=None,
                    help="a running rewrite-serve, e.g. http://127.0.0.1:8090 (then --model/--runtime are unused)")
@@ -72,6 +72,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--max-query-chars", type=int, default=2000, help="longer queries get 400")
     p.add_argument("--no-snap", action="store_true", help="answer the raw decoded text (default: mended, with the "
                    "query's ids copied: rewrite/snap.py)")
+    p.add_argument("--beams", type=int, default=4, help="beam width; the first beam that parses wins (ct2 and torch "
+                   "runtimes; 1: greedy, the others always greedy). Default as rewrite.beams, what the pipeline "
+                   "measured as served")
     p.add_argument("--batch-window-ms", type=float, default=2.0,
                    help="how long the worker waits for more queries to fill a batch")
     p.add_argument("--grace", type=float, default=10.0, help="seconds running requests get to finish on SIGTERM")
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
         def answer(q: str) -> tuple[str, float]:
             if args.beams > 1 and hasattr(rt, "nbest"):  # the first of the n best that parses (rewrite.beams)
-                texts, ms = rt.nbest(q, args.beams, args.max_new_tokens)
+                texts, ms, _ = rt.nbest(q, args.beams, args.max_new_tokens)
                 return pick(texts, q, mend=not args.no_snap), ms
             gen = rt.generate([q], args.max_new_tokens)
             return (gen.texts[0] if args.no_snap else snap(gen.texts[0], q)), gen.ms[0]
@@ -161,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     setup_logging(os.environ.get("AIRFLOW_NET_LOG", "INFO"))
-    for name in ("threads", "max_batch", "max_queue", "max_new_tokens", "max_query_chars"):
+    for name in ("threads", "max_batch", "max_queue", "max_new_tokens", "max_query_chars", "beams"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
     if not 0 <= args.batch_window_ms <= 1000:
@@ -173,5 +176,5 @@ def run_serve(args: argparse.Namespace) -> int:
 
     serve(rt, runtime_name=args.runtime, host=args.host, port=args.port, max_new_tokens=args.max_new_tokens,
           max_batch=args.max_batch, max_queue=args.max_queue, max_query_chars=args.max_query_chars,
-          window_s=args.batch_window_ms / 1000, grace_s=args.grace, snap=not args.no_snap)
+          window_s=args.batch_window_ms / 1000, grace_s=args.grace, snap=not args.no_snap, beams=args.beams)
     return 0

@@ -52,7 +52,7 @@ class Reformulator:
         from airflow_net.rewrite.snap import pick, snap
 
         if self.beams > 1:
-            texts, self.last_ms = self.runtime.nbest(request, self.beams, self.max_new_tokens)
+            texts, self.last_ms, _ = self.runtime.nbest(request, self.beams, self.max_new_tokens)
             self.last_raw = texts[0]
             return pick(texts, request, mend=self.snap)
         gen = self.runtime.generate([request], self.max_new_tokens)

@@ -73,13 +73,21 @@ class Batcher:
     """
 
     def __init__(self, runtime: Runtime, *, max_new_tokens: int, max_batch: int = 8, max_queue: int = 64,
-                 window_s: float = 0.002, postprocess: Callable[[str, str], str] | None = None) -> None:
+                 window_s: float = 0.002, postprocess: Callable[[str, str], str] | None = None, beams: int = 1,
+                 snap: bool = True) -> None:
         if max_batch < 1 or max_queue < 1 or max_new_tokens < 1 or window_s < 0:
             raise ValueError(f"expected max_batch, max_queue, max_new_tokens >= 1 and window_s >= 0 "
                              f"(got {max_batch}, {max_queue}, {max_new_tokens}, {window_s})")
+        if beams < 1:
+            raise ValueError(f"expected beams >= 1 (got {beams})")
         self.runtime = runtime
         # (rewrite, query) -> rewrite after decoding: rewrite.snap's mending and id copying (rewrite/snap.py)
         self.postprocess = postprocess
+        # beams > 1 (runtimes with nbest(); the others decode greedily): a beam search, and the first beam that
+        # parses as a canonical request wins, mended and with the query's ids copied when ``snap``
+        # (rewrite/snap.py's pick, as the pipeline's Reformulator does: rewrite.beams)
+        self.beams = beams if hasattr(runtime, "nbest") else 1
+        self.snap = snap
         self.max_new_tokens = max_new_tokens
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -149,6 +157,10 @@ class Batcher:
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(batch))
+            if self.beams > 1:
+                for it in batch:
+                    self._beam_search(it, len(batch))
+                continue
             groups = [batch] if batched else [[it] for it in batch]
             for group in groups:
                 try:
@@ -161,6 +173,19 @@ class Batcher:
                 for i, it in enumerate(group):
                     text = self.postprocess(gen.texts[i], it.query) if self.postprocess else gen.texts[i]
                     it.future.set_result(Answer(text, gen.ms[i], gen.tokens[i], len(batch)))
+
+
+    def _beam_search(self, it: _Item, batch: int) -> None:
+        from airflow_net.rewrite.snap import pick_index
+
+        try:
+            texts, ms, tokens = self.runtime.nbest(it.query, self.beams, self.max_new_tokens)
+            i, text = pick_index(texts, it.query, mend=self.snap)
+        except Exception as exc:  # noqa: BLE001 -- the worker must outlive one bad decode
+            log.exception("beam search failed")
+            it.future.set_exception(exc)
+            return
+        it.future.set_result(Answer(text, ms, tokens[i], batch))
 
 
 class _Metrics:
@@ -275,14 +300,17 @@ def create_app(batcher: Batcher, *, runtime_name: str, max_query_chars: int = 20
 
 def serve(runtime: Runtime, *, runtime_name: str, host: str = "127.0.0.1", port: int = 8090,
           max_new_tokens: int = 48, max_batch: int = 8, max_queue: int = 64, max_query_chars: int = 2000,
-          window_s: float = 0.002, grace_s: float = 10.0, log_level: str = "warning", snap: bool = True) -> None:
-    """Serve a loaded runtime until SIGTERM/SIGINT; ``snap``: mend and copy the query's ids (rewrite/snap.py)."""
+          window_s: float = 0.002, grace_s: float = 10.0, log_level: str = "warning", snap: bool = True,
+          beams: int = 1) -> None:
+    """Serve a loaded runtime until SIGTERM/SIGINT; ``snap``: mend and copy the query's ids (rewrite/snap.py);
+    ``beams`` > 1: the first of the n best that parses (runtimes with nbest())."""
     from airflow_net.rewrite.snap import snap as snap_ids
 
     batcher = Batcher(runtime, max_new_tokens=max_new_tokens, max_batch=max_batch, max_queue=max_queue,
-                      window_s=window_s, postprocess=snap_ids if snap else None)
+                      window_s=window_s, postprocess=snap_ids if snap else None, beams=beams, snap=snap)
     app = create_app(batcher, runtime_name=runtime_name, max_query_chars=max_query_chars)
-    log.info("serving the rewrite model (%s) on http://%s:%d/v1/rewrite (batches of up to %d, queue %d)",
-             runtime_name, host, port, max_batch, max_queue)
+    log.info("serving the rewrite model (%s, %s) on http://%s:%d/v1/rewrite (batches of up to %d, queue %d)",
+             runtime_name, f"{batcher.beams} beams" if batcher.beams > 1 else "greedy", host, port, max_batch,
+             max_queue)
     _Server(app, host, port, grace_s, log_level).run()
     log.info("server stopped")

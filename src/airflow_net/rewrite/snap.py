@@ -161,13 +161,18 @@ def _sub_outside_brackets(rx: re.Pattern, repl, text: str) -> str:
 def pick(candidates: list[str], request: str, *, mend: bool = True) -> str:
     """The first of ``candidates`` (best first, e.g. beams) that parses as a canonical request, after
     ``snap`` when ``mend``; the first candidate when none parses (the caller's fallback then applies)."""
+    return pick_index(candidates, request, mend=mend)[1]
+
+
+def pick_index(candidates: list[str], request: str, *, mend: bool = True) -> tuple[int, str]:
+    """``pick``'s choice and its position among ``candidates``."""
     if not candidates:
         raise ValueError("pick: expected at least one candidate")
     done = [snap(c, request) if mend else c for c in candidates]
-    for c in done:
+    for i, c in enumerate(done):
         try:
             parse_canonical(c)
         except CanonicalError:
             continue
-        return c
-    return done[0]
+        return i, c
+    return 0, done[0]

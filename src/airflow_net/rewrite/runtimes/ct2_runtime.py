@@ -112,13 +112,15 @@ class Ct2Runtime(Runtime):
         vocabulary = json.loads((Path(folder) / "shared_vocabulary.json").read_text())
         return cls(translator, load_tokenizer(folder), vocabulary, "ct2-int8" if quant else "ct2-fp32")
 
-    def nbest(self, query: str, n: int, max_new_tokens: int) -> tuple[list[str], float]:
-        """The ``n`` best hypotheses of a beam search of width ``n``, best first, and the milliseconds."""
+    def nbest(self, query: str, n: int, max_new_tokens: int) -> tuple[list[str], float, list[int]]:
+        """The ``n`` best hypotheses of a beam search of width ``n``, best first, the milliseconds, and each
+        hypothesis's generated tokens (its EOS counted, as in ``generate``)."""
         start = time.perf_counter()
         res = self.translator.translate_batch([self.tokenizer.encode(query).tokens], beam_size=n, num_hypotheses=n,
-                                              max_decoding_length=max_new_tokens, min_decoding_length=0)[0]
+                                              max_decoding_length=max_new_tokens, min_decoding_length=0,
+                                              return_end_token=True)[0]
         texts = [self.tokenizer.decode([self.ids[t] for t in hyp], skip_special_tokens=True) for hyp in res.hypotheses]
-        return texts, (time.perf_counter() - start) * 1000.0
+        return texts, (time.perf_counter() - start) * 1000.0, [len(hyp) for hyp in res.hypotheses]
 
     def generate(self, queries: list[str], max_new_tokens: int, ignore_eos: bool = False) -> Generation:
         texts, ms, tokens = [], [], []

@@ -51,14 +51,18 @@ class TorchRuntime(Runtime):
         return cls(model, tokenizer, "torch-int8" if quant else "torch-fp32")
 
     @torch.inference_mode()
-    def nbest(self, query: str, n: int, max_new_tokens: int) -> tuple[list[str], float]:
-        """The ``n`` best beams of one query (beam search, width ``n``), best first, and the milliseconds."""
+    def nbest(self, query: str, n: int, max_new_tokens: int) -> tuple[list[str], float, list[int]]:
+        """The ``n`` best beams of one query (beam search, width ``n``), best first, the milliseconds, and each
+        beam's generated tokens (its EOS counted, as in ``generate``)."""
         start = time.perf_counter()
         ids = self.tokenizer(query, return_tensors="pt").input_ids
         out = self.model.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False, num_beams=n,
                                   num_return_sequences=n)
         texts = [self.tokenizer.decode(o, skip_special_tokens=True) for o in out]
-        return texts, (time.perf_counter() - start) * 1000.0
+        # each row: the decoder start token, the beam, then padding up to the longest beam
+        pad = self.model.generation_config.pad_token_id
+        tokens = [int((o[1:] != pad).sum()) for o in out]
+        return texts, (time.perf_counter() - start) * 1000.0, tokens
 
     @torch.inference_mode()
     def generate(self, queries: list[str], max_new_tokens: int, ignore_eos: bool = False) -> Generation:
