@@ -41,7 +41,10 @@ def main() -> None:
     g, s = p.generate, p.strategies
     log.info("strategy %s; strategies params: %s", args.strategy, s.model_dump())
 
-    requests = compare_requests(read_jsonl(Path(args.data) / "test.jsonl"), s.sample, p.seed)
+    # the shared requests (strategies.sample DAGs) first; a strategy with an override goes on to more DAGs
+    n_dags = s.sample_overrides.get(args.strategy, s.sample)
+    requests = compare_requests(read_jsonl(Path(args.data) / "test.jsonl"), n_dags, p.seed)
+    shared = {r["uid"] for r in requests[:s.sample] if r["group"] == "describer"}
     reformulate = None
     if args.strategy == "reformulated" or (args.strategy == "templated" and s.rewrite_model):
         if not (Path(args.rewrite) / "config.json").is_file():
@@ -66,12 +69,19 @@ def main() -> None:
                             fallback=g.templated_fallback)
     engine.close()
     metrics = {"strategy": args.strategy, "model": gguf.name,
-               **summarise(rows, resamples=s.bootstrap_resamples, seed=p.seed)}
+               **summarise([r for r in rows if r["uid"] in shared], resamples=s.bootstrap_resamples, seed=p.seed)}
+    if len(rows) > 2 * len(shared):
+        metrics["wider"] = {"dags": len(rows) // 2, **summarise(rows, resamples=s.bootstrap_resamples, seed=p.seed)}
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         write_jsonl(tmp / "answers.jsonl", [{k: v for k, v in r.items() if k != "seconds"} for r in rows])
     write_json(args.metrics, metrics)
     a = metrics["all"]
+    if "wider" in metrics:
+        w = metrics["wider"]["all"]
+        log.info("%s on %d test DAGs: valid %.3f [%.3f, %.3f], structural F1 %.3f [%.3f, %.3f]", args.strategy,
+                 metrics["wider"]["dags"], w["valid_rate"], w["valid_rate_lo"], w["valid_rate_hi"],
+                 w["structural_f1"], w["structural_f1_lo"], w["structural_f1_hi"])
     log.info("%s: valid %.3f [%.3f, %.3f], structural F1 %.3f, %.2f s per request, %s s per valid DAG; wrote %s",
              args.strategy, a["valid_rate"], a["valid_rate_lo"], a["valid_rate_hi"], a["structural_f1"],
              a["seconds_per_request"], a["seconds_per_valid_dag"], args.metrics)

@@ -133,9 +133,17 @@ def test_every_strategy_ran_on_the_same_requests(pipeline) -> None:
         assert m["strategy"] == name and m["describer"]["n"] == m["person"]["n"] == 2
         assert 0 <= m["all"]["valid_rate_lo"] <= m["all"]["valid_rate"] <= m["all"]["valid_rate_hi"] <= 1
         rows = [json.loads(x) for x in (repo / f"reports/strategies/{name}/answers.jsonl").read_text().splitlines()]
+        if name == "templated":  # strategies.sample_overrides: the shared 2 DAGs first, then a third
+            assert m["wider"]["dags"] == 3 and m["wider"]["describer"]["n"] == m["wider"]["person"]["n"] == 3
+            assert len(rows) == 6 and [r["group"] for r in rows] == ["describer"] * 3 + ["person"] * 3
+            rows = [r for r in rows if r["uid"] in {a for a, _ in answers["direct"]}]
+        else:
+            assert "wider" not in m
         answers[name] = [(r["uid"], r["group"]) for r in rows]
     assert all(a == answers["direct"] for a in answers.values())
-    assert "Generation strategies side by side" in (repo / "reports/summary/README.md").read_text()
+    report = (repo / "reports/summary/README.md").read_text()
+    assert "Generation strategies side by side" in report
+    assert "Strategies run on more test DAGs" in report and "| templated | person (3) |" in report
 
 
 def test_quant_sweep_measured_each_type_against_f16(pipeline) -> None:

@@ -245,3 +245,26 @@ def test_repair_stops_when_the_conversation_outgrows_the_context():
     out = run_strategy("repair", MSG, backend, JUDGE, rounds=3)
     assert not out.valid and out.rounds == 0 and out.candidates == 1 and calls == [1, 3]
     assert out.history == []  # nothing that was not sent is recorded as sent
+
+
+def test_sample_overrides_name_a_strategy_and_keep_the_shared_requests():
+    from airflow_net.params import StrategiesParams
+
+    p = StrategiesParams(sample=12, sample_overrides={"templated": 188})
+    assert p.sample_overrides == {"templated": 188}
+    with pytest.raises(ValueError, match="unknown strategy 'templatd'"):
+        StrategiesParams(sample=12, sample_overrides={"templatd": 188})
+    with pytest.raises(ValueError, match="expected at least strategies.sample"):
+        StrategiesParams(sample=12, sample_overrides={"templated": 5})
+
+
+def test_more_dags_start_with_the_shared_ones():
+    """pick_per_dag's sample for n DAGs is the first n of its sample for more: a strategy run on more DAGs
+    (strategies.sample_overrides) answers the shared requests too."""
+    from airflow_net.generate.compare import pick_per_dag
+
+    rows = [{"uid": f"u{i:03d}", "variant": v, "spec": {"dag_id": f"d{i}"}} for i in range(40) for v in ("a", "b")]
+    few = [(r["uid"], r["variant"]) for r in pick_per_dag(rows, 5, 0)]
+    more = [(r["uid"], r["variant"]) for r in pick_per_dag(rows, 30, 0)]
+    assert len(few) == 5 and len(more) == 30 and more[:5] == few
+    assert len({u for u, _ in more}) == 30  # one request per DAG

@@ -447,8 +447,22 @@ class StrategiesParams(_Section):
     names: list[Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated", "reformulated"]] = Field(
         default_factory=lambda: ["direct", "best_of_n", "repair", "templated", "reformulated"], min_length=1)
     sample: int = Field(20, ge=1)  # test DAGs: one describer-written and one person-style request each
+    # a strategy cheap enough to run on more test DAGs (templated): its own number; the first `sample` of them are
+    # the shared requests of the side-by-side table, the rest give a tighter interval (metrics' "wider")
+    sample_overrides: dict[str, int] = Field(default_factory=dict)
     rewrite_model: bool = True  # templated: reformulate with models/rewrite/finetuned what is not canonical
     bootstrap_resamples: int = Field(1000, ge=100)
+
+    @model_validator(mode="after")
+    def _overrides(self) -> StrategiesParams:
+        known = ("direct", "best_of_n", "repair", "best_of_n_repair", "templated", "reformulated")
+        for name, n in self.sample_overrides.items():
+            if name not in known:
+                raise ValueError(f"strategies.sample_overrides: unknown strategy {name!r}, expected one of {known}")
+            if n < self.sample:
+                raise ValueError(f"strategies.sample_overrides.{name}: {n} test DAGs, expected at least "
+                                 f"strategies.sample ({self.sample}): the shared requests come first")
+        return self
 
 
 class QuantSweepParams(_Section):

@@ -294,6 +294,21 @@ def strategies_section(strategies: dict[str, dict[str, Any]]) -> list[str]:
                 f"{g['seconds_per_request']:.2f} | {_num(g['seconds_per_valid_dag'], '.2f')} | "
                 f"{g['tokens_per_request']:.0f} | {g['candidates_per_request']:.2f} | {g['rounds_per_request']:.2f} | "
                 f"{g['fallback_rate']:.2f} |")
+    wider = {name: m["wider"] for name, m in strategies.items() if m.get("wider")}
+    if wider:
+        lines += ["", "Strategies run on more test DAGs as well (`strategies.sample_overrides`; the table above keeps "
+                  "the shared requests):", "",
+                  "| strategy | requests | valid rate [95% CI] | structural F1 [95% CI] | dag_id | s / request "
+                  "| fell back |", "|---|---|---|---|---:|---:|---:|"]
+        for name, w in wider.items():
+            for group in ("describer", "person", "all"):
+                g = w.get(group)
+                if g:
+                    lines.append(
+                        f"| {name} | {group} ({g['n']}) | {g['valid_rate']:.3f} [{g['valid_rate_lo']:.3f}, "
+                        f"{g['valid_rate_hi']:.3f}] | {g['structural_f1']:.3f} [{g['structural_f1_lo']:.3f}, "
+                        f"{g['structural_f1_hi']:.3f}] | {g['dag_id_match']:.3f} | {g['seconds_per_request']:.2f} | "
+                        f"{g['fallback_rate']:.2f} |")
     return lines + [""]
 
 
