@@ -18,6 +18,7 @@ from airflow_net.data.prepare import (
     SLOWER_WARNING,
     SPLITS,
     compare_to_last_run,
+    fitting,
     length_stats,
     repair_rows,
     split_by_dag,
@@ -60,7 +61,23 @@ def main() -> None:
     pairs = read_jsonl(Path(args.pairs) / "pairs.jsonl")
     banner(f"split {len(pairs)} pairs by DAG")
     splits = split_by_dag(pairs, p.prepare, p.seed)
+    from transformers import AutoTokenizer
+
+    if not Path(args.base).is_dir():
+        raise UserError(f"{args.base}: base model folder not found (run `dvc repro base` first)")
+    tok = AutoTokenizer.from_pretrained(args.base)
     repairs = repair_rows(splits["train"], p.prepare.repair_share, p.prepare.system_prompt, p.seed)
+    too_long = 0
+    if repairs:
+        # A repair conversation carries the request, a whole broken DAG and the findings before its answer: one
+        # that does not fit train.max_seq_len would be trained on a cut answer (or fail the check below), so it
+        # is left out and counted; the request/DAG pairs are never dropped.
+        kept = fitting(repairs, token_lengths(tok, repairs)[0], max_len)
+        too_long = len(repairs) - len(kept)
+        if too_long:
+            log.info("left out %d of %d repair conversations longer than train.max_seq_len=%d", too_long,
+                     len(repairs), max_len)
+        repairs = kept
     if repairs:
         # only train: val/test stay what evaluation scores, one request -> one DAG
         splits["train"] += repairs
@@ -74,13 +91,8 @@ def main() -> None:
         log.info("added %d pairs from %s to the train split", len(extra), args.extra_train)
 
     banner("token lengths")
-    from transformers import AutoTokenizer
-
-    if not Path(args.base).is_dir():
-        raise UserError(f"{args.base}: base model folder not found (run `dvc repro base` first)")
-    tok = AutoTokenizer.from_pretrained(args.base)
     metrics: dict = {"dags": {s: len({r["uid"] for r in splits[s]}) for s in SPLITS},
-                     "repair_conversations": len(repairs)}
+                     "repair_conversations": len(repairs), "repair_too_long": too_long}
     lengths = {}
     for split in SPLITS:
         if not splits[split]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from airflow_net.dagcheck.validate import validate_sources
 from airflow_net.evaluate.metrics import extract_code
 from airflow_net.generate.repair_data import repair_conversations
@@ -52,3 +54,14 @@ def test_prepare_mixes_repair_conversations_for_a_share_of_train_dags():
         assert sorted({f.code for f in rep.errors}) == r["codes"] and len(r["codes"]) == 1
         assert r["messages"][4]["content"] == assistant_answer(extract_code(r["messages"][4]["content"]))
     assert len({r["uid"] for r in repair_rows(train, 1.0, "sys", seed=0)}) >= 35
+
+
+def test_repair_conversations_that_do_not_fit_are_left_out():
+    """prepare keeps a repair conversation only when it fits train.max_seq_len (a cut one would train on half an
+    answer); rows and lengths must line up."""
+    from airflow_net.data.prepare import fitting
+
+    rows = [{"uid": str(i)} for i in range(4)]
+    assert [r["uid"] for r in fitting(rows, [900, 1024, 1025, 40], 1024)] == ["0", "1", "3"]
+    with pytest.raises(ValueError, match="3 rows but 2 lengths"):
+        fitting(rows[:3], [1, 2], 1024)

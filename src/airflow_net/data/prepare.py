@@ -126,6 +126,13 @@ def train_rows(pairs: list[dict[str, Any]], system_prompt: str) -> list[dict[str
     ]
 
 
+def fitting(rows: list[dict[str, Any]], lengths: Any, max_len: int) -> list[dict[str, Any]]:
+    """The rows whose whole conversation (``lengths``: tokens of each, in order) fits ``max_len`` tokens."""
+    if len(rows) != len(lengths):
+        raise ValueError(f"fitting: {len(rows)} rows but {len(lengths)} lengths")
+    return [r for r, n in zip(rows, lengths, strict=True) if int(n) <= max_len]
+
+
 def token_lengths(tokenizer: Any, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Tokens of each full conversation and of its prompt (system + user + the assistant header)."""
     full, prompt = [], []
