@@ -171,7 +171,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-window-ms must be in [0, 1000] (got {args.batch_window_ms})")
     rt = _load(args.runtime, args.model, args.threads)
     rt.generate(["warm up"], 4)  # the first decode pays one-off costs (allocations, kernel choice)
-    log.info("loaded %s from %s (%d threads)", args.runtime, args.model, args.threads)
+    log.info("loaded %s from %s (%d threads)", args.runtime, _folder(args.runtime, args.model), args.threads)
     from airflow_net.rewrite.server import serve
 
     serve(rt, runtime_name=args.runtime, host=args.host, port=args.port, max_new_tokens=args.max_new_tokens,
