@@ -50,6 +50,38 @@ def test_run_bench_ratios_and_fastest(t5):
     assert res["fastest"]["runtime"] in rts and res["fastest"]["p50"] == min(r["p50"] for r in rts.values())
     md = markdown(res, "t")
     assert "| 1 | torch-int8 |" in md and "median 110 ms" in md
+    assert res["best_vs_torch_fp32"]["torch_fp32_threads"] == 1 and "Best against best" in md
+
+
+def test_best_against_best_takes_each_runtimes_own_thread_count():
+    """The headline ratio compares the fastest runtime at its best thread count with torch-fp32 at *its* best:
+    here onnx-int8 is fastest at 2 threads and torch-fp32 at 1."""
+    from airflow_net.rewrite.bench import fastest
+
+    def r(p50):
+        return {"p50": p50, "p99": p50 * 1.1}
+
+    res = {"by_threads": {"1": {"runtimes": {"torch-fp32": r(375.0), "onnx-int8": r(57.0), "bad": {"skipped": "x"}}},
+                          "2": {"runtimes": {"torch-fp32": r(640.0), "onnx-int8": r(44.0)}}}}
+    assert fastest(res) == {"runtime": "onnx-int8", "threads": 2, "p50": 44.0, "p99": 44.0 * 1.1}
+    assert fastest(res, "torch-fp32")["threads"] == 1
+    assert fastest(res, "nope") is None
+
+
+def test_onnx_decoder_workers_spin_only_with_threads(t5, tmp_path):
+    """Only the decoder's pool spins, and only with more than one thread (two spinning pools fight over 2 cores)."""
+    from airflow_net.rewrite.runtimes import export, load
+
+    export("onnx-fp32", str(t5), str(tmp_path / "onnx"))
+
+    def spin(session):
+        o = session.get_session_options()
+        return o.intra_op_num_threads, o.get_session_config_entry("session.intra_op.allow_spinning")
+
+    two = load("onnx-fp32", str(tmp_path / "onnx"), threads=2)
+    assert spin(two.encoder) == (2, "0") and spin(two.decoder) == (2, "1")
+    one = load("onnx-fp32", str(tmp_path / "onnx"), threads=1)
+    assert spin(one.encoder) == (1, "0") and spin(one.decoder) == (1, "0")
 
 
 def test_export_all_and_compare_record_skips_and_agreement(t5, tmp_path, monkeypatch):

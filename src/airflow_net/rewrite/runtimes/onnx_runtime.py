@@ -174,6 +174,16 @@ def decoder_bias_table(model, positions: int = BIAS_POSITIONS):
     return row.flip(-1).float().numpy().copy()  # column d: the key d tokens before the query
 
 
+def _options(ort, threads: int, *, spin: bool):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return opts
+
+
 def _kv_names(layers: int) -> dict[str, list[str]]:
     def pairs(kind: str) -> list[str]:
         return [f"{kind}_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
@@ -269,18 +279,17 @@ class OnnxRuntime(Runtime):
         if meta.get("format") != FORMAT or meta.get("quant") != quant:
             raise ValueError(f"{folder}: expected an ONNX export with quant {quant!r}, "
                              f"found {meta.get('format')!r} with quant {meta.get('quant')!r}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle intra-op workers sleep instead of spinning. On this 2-core VM shared with other processes, spinning
-        # at 2 threads made P50 2.2-2.4x slower (flan-t5-small shape: int8 280 vs 117 ms, fp32 815 vs 372 ms);
-        # at 1 thread there is no worker to spin and it measured the same (108 vs 99 ms, noise).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        enc = ort.InferenceSession(str(Path(folder) / "encoder.onnx"), opts, providers=providers)
-        dec = ort.InferenceSession(str(Path(folder) / "decoder.onnx"), opts, providers=providers)
+        # Each session has its own intra-op pool. With threads > 1 only the decoder's workers spin between
+        # steps: a decode step is ~2 ms of small kernels, too short for workers that sleep and wake. The encoder
+        # runs once per query and never spins, because two spinning pools fight over the cores. Measured on the idle
+        # 2-core VM (flan-t5-small shape, int8, 24 tokens, P50): 1 thread 57.4 ms; 2 threads with only the decoder
+        # spinning 43.4-43.8 ms; no pool spinning 67.8 ms; both pools spinning 69.6-71.3 ms. At 1 thread there is no
+        # worker to spin.
+        enc = ort.InferenceSession(str(Path(folder) / "encoder.onnx"), _options(ort, threads, spin=False),
+                                   providers=providers)
+        dec = ort.InferenceSession(str(Path(folder) / "decoder.onnx"), _options(ort, threads, spin=threads > 1),
+                                   providers=providers)
         name = "onnx-int8" if quant else "onnx-fp32"
         table = np.load(Path(folder) / "decoder_bias.npy")
         return cls(enc, dec, load_tokenizer(folder), meta, name, table)
