@@ -702,36 +702,16 @@ class Engine:
         return token
 
     def next_token_logits(self, tokens: Sequence[int]) -> Any:
-        """The logits after ``tokens``, decoded as one sequence alone (a reference for tests and checks).
-
-        Uses the last slot's cache; only while nothing else runs (the engine's thread stopped, nothing queued).
-        """
-        if self._thread is not None or self.busy():
-            raise RuntimeError("next_token_logits() needs an idle engine")
-        slot = self._slots[-1]
-        self._ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-        slot.kv_tokens = []
-        toks = list(tokens)
-        batch = self._batch
-        for start in range(0, len(toks), self.n_batch):
-            chunk = toks[start:start + self.n_batch]
-            for j, t in enumerate(chunk):
-                batch.token[j], batch.pos[j], batch.n_seq_id[j] = t, start + j, 1
-                batch.seq_id[j][0] = slot.seq_id
-                batch.logits[j] = start + j == len(toks) - 1
-            batch.n_tokens = len(chunk)
-            if self._ll.llama_decode(self._ctx.ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed")
-        out = self._ll.llama_get_logits_ith(self._ctx.ctx, len(toks) - 1 - (len(toks) - 1) // self.n_batch * self.n_batch)
-        logits = np.ctypeslib.as_array(out, shape=(self.n_vocab,)).copy()
-        self._ll.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-        return logits
+        """The logits after ``tokens``, decoded as one sequence alone (a reference for tests and checks): the last
+        row of :meth:`sequence_logits`. Uses the last slot's cache; only on an idle engine."""
+        return self.sequence_logits(tokens, len(tokens) - 1)[0]
 
     def sequence_logits(self, tokens: Sequence[int], first: int) -> Any:
         """Teacher forcing: the logits at every position from ``first`` to the end of ``tokens``, read as one
         sequence alone; row i predicts ``tokens[first + i + 1]`` (the last row, what would follow).
 
-        A (len(tokens) - first, n_vocab) float32 array. Like ``next_token_logits``, only on an idle engine.
+        A (len(tokens) - first, n_vocab) float32 array. Only while nothing else runs (the engine's thread stopped,
+        nothing queued): it uses the last slot's cache.
         """
         if self._thread is not None or self.busy():
             raise RuntimeError("sequence_logits() needs an idle engine")
