@@ -20,10 +20,20 @@ from airflow_net.models.base import (
     load_hf_base,
     make_tiny_base,
     save_base,
+    train_split_conversations,
     train_split_sources,
 )
 from airflow_net.params import load_params
-from airflow_net.utils import atomic_path, banner, stage_entry, write_json, write_meta, write_text
+from airflow_net.utils import (
+    UserError,
+    atomic_path,
+    banner,
+    read_jsonl,
+    stage_entry,
+    write_json,
+    write_meta,
+    write_text,
+)
 
 log = logging.getLogger("stages.base")
 
@@ -33,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--corpus", required=True, help="corpus folder (dags.jsonl); used by the tiny model only")
+    ap.add_argument("--instructions", help="instruct stage's folder (pairs.jsonl): base.pretrain_requests > 0 only")
     ap.add_argument("--out", required=True, help="output folder: HF model + tokenizer + meta.json")
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--plot", required=True, help="pre-training loss per step (CSV: step,loss)")
@@ -46,20 +57,29 @@ def main() -> None:
     if b.num_threads:
         torch.set_num_threads(b.num_threads)
     resolved = {"seed": p.seed, "base": b.model_dump(),
-                "prepare": {"val_frac": p.prepare.val_frac, "test_frac": p.prepare.test_frac}}
+                "prepare": {"val_frac": p.prepare.val_frac, "test_frac": p.prepare.test_frac,
+                            "system_prompt": p.prepare.system_prompt}}
     with tracking.run("base", resolved) as t:
         if b.model == TINY:
             banner("tokenizer + tiny Qwen2 pre-training on the corpus")
             # Only the DAGs of the train split: the val/test DAGs' code would otherwise be memorised here and
             # make the evaluation a recall test.
             sources, held_out = train_split_sources(args.corpus, p.prepare, p.seed)
-            tiny = make_tiny_base(sources, b, seed=p.seed, on_step=lambda s, loss: t.log_metrics({"loss": loss}, step=s))
+            conversations = []
+            if b.pretrain_requests:
+                if not args.instructions:
+                    raise UserError("base.pretrain_requests > 0 needs --instructions (the instruct stage's folder)")
+                pairs = read_jsonl(f"{args.instructions}/pairs.jsonl")
+                conversations = train_split_conversations(pairs, p.prepare, p.seed)
+            tiny = make_tiny_base(sources, b, seed=p.seed, conversations=conversations,
+                                  on_step=lambda s, loss: t.log_metrics({"loss": loss}, step=s))
             model, tokenizer, r = tiny.model, tiny.tokenizer, tiny.result
             metrics = {
                 "model": TINY,
                 "params": count_params(model),
                 "vocab_size": len(tokenizer),
                 "n_dags": tiny.n_dags,
+                "pretrain_conversations": len(conversations),
                 "held_out_dags": held_out,  # val + test DAGs, not pre-trained on
                 "corpus_tokens": tiny.corpus_tokens,
                 "tokens_per_dag": round(tiny.tokens_per_dag, 1),

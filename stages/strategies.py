@@ -61,7 +61,7 @@ def main() -> None:
     n_parallel = g.best_of_n if "best_of_n" in args.strategy else 1
     engine = load_gguf(gguf, n_ctx=g.n_ctx, n_threads=g.n_threads, seed=p.seed, n_parallel=n_parallel)
     backend = engine_backend(engine, max_tokens=g.max_tokens, top_p=g.top_p, copy_ids=g.copy_ids)
-    judges = {2: dagcheck_judge(2), 3: dagcheck_judge(3)}
+    judges = {a: dagcheck_judge(a, autofix=g.autofix) for a in (2, 3)}
     with tqdm(total=len(requests), desc=args.strategy, unit="request", disable=None) as bar:
         rows = run_requests(args.strategy, requests, backend, judges, system_prompt=p.prepare.system_prompt,
                             progress=bar.update, n=g.best_of_n, rounds=g.repair_rounds,

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from airflow_net.serve.copy_ids import (
+    BracketGuard,
     IdConstraint,
+    NameGuard,
     VocabIndex,
     apply_rule,
     constrained_argmax,
@@ -172,6 +174,104 @@ def test_each_place_takes_the_ids_of_its_role(index: VocabIndex) -> None:
     assert set(c.allowed('X(task_id="')[1].tolist()) == tok("l", "load", "load_")
     assert c.violates("X(task_id=", '"sales_daily"') and not c.violates("DAG(dag_id=", '"sales_daily"')
     # a role the request named nothing for is left to the model
-    assert c.allowed('TaskGroup("') is None and not c.violates("TaskGroup(", '"my"')
     only_dag = IdConstraint(index, ("dag:sales_daily",))
     assert only_dag.allowed('X(task_id="') is None and not only_dag.violates("X(task_id=", '"extract"')
+    assert only_dag.allowed('TaskGroup("') is None and not only_dag.violates("TaskGroup(", '"my"')
+
+
+def test_a_request_that_names_tasks_but_no_group_gets_no_group(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("dag:sales_daily", "task:load_sales"))
+    assert c.violates("    a = X()\n   ", " with") and c.violates("x\n\t", "with")  # an indented `with`
+    assert not c.violates("x = 1\n", "with") and not c.violates("\n", "with DAG(")  # the DAG's own
+    assert c.violates("    g = TaskGroup", "(") and c.violates("    g = Task", "Group(")
+    assert c.violates("@task", "_group") and c.violates("", "@task_group(")
+    # naming the class elsewhere is harmless: the import line, a task written next
+    assert not c.violates("from airflow.sdk import DAG,", " TaskGroup")
+    assert not c.violates("from airflow.sdk import DAG, TaskGroup", "\n")
+    assert not c.violates("    with", " DAG") and not c.violates("@task", "\n")
+    grouped = IdConstraint(index, ("dag:sales_daily", "group:extract", "task:load_sales"))
+    assert not grouped.violates("\n   ", " with") and not grouped.violates("@task", "_group(")
+    assert not IdConstraint(index, ("dag:sales_daily",)).violates("\n   ", " with")
+
+
+def test_a_canonical_request_says_what_each_id_names() -> None:
+    text = ("dag vacuum_mart_tables | schedule @weekly | vacuum.vacuum_inventory[SQLExecuteQuery] >> "
+            "done[Empty] ; vacuum.vacuum_leads[SQLExecuteQuery] >> done")
+    assert request_id_roles(text) == ("dag:vacuum_mart_tables", "group:vacuum", "task:vacuum_inventory",
+                                      "task:done", "task:vacuum_leads")
+    # not the grammar (a person's text that starts like it): the prose rules
+    assert request_id_roles("dag orders_sync, daily: `pull_orders`") == ("dag:orders_sync", "task:pull_orders")
+
+
+# ---- brackets, names and ends -------------------------------------------------------------------------------
+
+FENCED = "```python\n"
+
+
+def test_the_bracket_guard_stops_a_wrong_or_unopened_closer_and_an_early_fence() -> None:
+    open_call = FENCED + "x = f(a, [1, 2"
+    assert BracketGuard().violates(open_call, ")")  # `[` is open: `)` closes the wrong one
+    assert not BracketGuard().violates(open_call, "])")
+    assert BracketGuard().violates(FENCED + "x = 1\n", ")")  # nothing open
+    assert BracketGuard().violates(open_call, "\n```")  # the code block may not close with `(` and `[` open
+    assert not BracketGuard().violates(open_call + "])", "\n```")
+    assert BracketGuard().violates(open_call, "\n``x")  # no backtick in Python code but the fence
+    # inside strings and comments brackets mean nothing
+    text = FENCED + 's = "a ( [ b"  # ) ]\nt = """x)\n"""\nu = f"{x}"\n'
+    assert BracketGuard().violates(text, ")") and not BracketGuard().violates(text, "```")
+    assert not BracketGuard().violates("Here is the DAG (", ")")  # before the fence: prose
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_bracket_guard_reads_an_answer_token_by_token_as_it_reads_it_whole(seed: int) -> None:
+    import random
+
+    answer = (FENCED + 'def f():\n    """Doc (with a bracket."""\n    return "psql \\"$URI\\" -c \\"\\\\copy x\\""\n'
+              "t = X(task_id='a', cmd=\"echo '{{ ds }}'\")  # )\nz = [f(), {'k': (1, 2)}]\n```\n")
+    rnd, g, i = random.Random(seed), BracketGuard(), 0
+    while i < len(answer):  # pieces of 1-4 characters: a triple quote, an escape or the fence split anywhere
+        j = min(len(answer), i + rnd.randint(1, 4))
+        g.state(answer[:j])
+        assert g.state(answer[:j]) == BracketGuard().state(answer[:j]), answer[:j]
+        i = j
+    assert BracketGuard().state(answer)[0] == "post"
+
+
+def test_an_answer_may_end_only_with_nothing_open() -> None:
+    g = BracketGuard()
+    assert not g.can_end(FENCED + "x = f(") and not g.can_end(FENCED + 'x = """doc')
+    assert g.can_end(FENCED + "x = f()\n") and g.can_end(FENCED + "x = 1\n```")
+
+
+def test_names_in_must_exist_places_are_ones_the_file_defined() -> None:
+    g = NameGuard()
+    head = FENCED + "from airflow.sdk import DAG, chain\n\n\ndef _fetch():\n    pass\n\n\nwith DAG('x') as dag:\n"
+    op = head + "    a = PythonOperator(task_id='a', python_callable="
+    assert not g.violates(op, "_fe") and not g.violates(op + "_fet", "ch,")
+    assert g.violates(op, "_re") and g.violates(op + "_fetch", "er,")
+    assert g.violates(op + "_", " fetch")  # the name ends as `_`, which nothing defines
+    deps = head + "    extract = X()\n    load = Y()\n    extract >>"
+    assert not g.violates(deps, " load") and not g.violates(deps + " load", "\n")
+    assert g.violates(deps, " transform") and g.violates(deps, " load >> zz")
+    chained = head + "    extract = X()\n    load = Y()\n    chain(extract, "
+    assert not g.violates(chained, "[load, extract]") and g.violates(chained, "load, foo")
+    # a new name elsewhere is free: an assignment, a keyword, a call's argument
+    assert not g.violates(deps + " load\n", "    transform = Z(")
+    assert not g.violates(head, "    t = X(task_id='t', retries=")
+    # nothing defined for a place: left to the model
+    assert not NameGuard().violates(FENCED + "x = PythonOperator(python_callable=", "_anything")
+
+
+def test_the_constraint_rejects_an_end_or_a_control_token_inside_open_code(index: VocabIndex) -> None:
+    c = IdConstraint(index, ("dag:sales_daily",), ends=(999,))
+    assert c.rejects(FENCED + "x = f(", 999, "") and not c.rejects(FENCED + "x = f()\n```", 999, "")
+    assert c.rejects(FENCED + "x = 1\n", 5, "")  # a control token with no text (<|im_start|>)
+
+
+def test_pick_goes_past_the_best_scored_when_only_a_low_scored_token_is_right() -> None:
+    from airflow_net.serve.copy_ids import CANDIDATES
+
+    vocab = ["```", *(f"`{i}" for i in range(CANDIDATES + 16)), ")", "x"]  # every backtick piece breaks a rule
+    c = IdConstraint(VocabIndex(vocab), ("dag:sales_daily",))
+    logits = np.linspace(10.0, 0.0, len(vocab))  # ")" scores below all of them
+    assert c.pick(FENCED + "x = f(\n", logits, lambda t: vocab[t]) == len(vocab) - 2

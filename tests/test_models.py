@@ -29,6 +29,7 @@ from airflow_net.models.base import (
     make_tiny_base,
     pretrain,
     save_base,
+    train_split_conversations,
 )
 from airflow_net.models.sft import build_trainer, history_csv, load_sft_rows, resolve_unsloth, train_lora
 from airflow_net.models.tokenizer import (
@@ -176,6 +177,45 @@ def test_pretraining_shortens_windows_for_a_tiny_corpus(tokenizer) -> None:
     r = pretrain(build_tiny_model(micro_base_params(), tokenizer, seed=0), stream, steps=2, batch_size=2,
                  seq_len=512, lr=1e-3, seed=0)
     assert r.seq_len == stream.numel() - 1 and len(r.losses) == 2
+
+
+def test_request_rows_start_at_a_conversation_and_come_from_the_train_split_only(tokenizer, sources) -> None:
+    from airflow_net.data.prepare import split_of
+    from airflow_net.params import PrepareParams
+
+    prep = PrepareParams(val_frac=0.3, test_frac=0.3)
+    pairs = [{"uid": f"u{i}", "instruction": f"make dag_{i}", "source": src} for i, src in enumerate(sources)]
+    convs = train_split_conversations(pairs, prep, seed=0)
+    train = [p for p in pairs if split_of(p["uid"], prep, 0) == "train"]
+    assert 0 < len(convs) == len(train) < len(pairs)
+    assert [c[1]["content"] for c in convs] == [p["instruction"] for p in train]
+    assert convs[0][-1]["role"] == "assistant" and convs[0][-1]["content"].startswith("```python\n")
+    with pytest.raises(UserError, match="uid/instruction/source"):
+        train_split_conversations([{"uid": "u", "instruction": "x"}], prep, seed=0)
+
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in convs]
+    conv_stream, lengths = encode_corpus(tokenizer, texts)
+    starts = [sum(lengths[:i]) + i for i in range(len(lengths))]
+    code_stream, _ = encode_corpus(tokenizer, sources)
+    seen: list[torch.Tensor] = []
+
+    class Recorder(torch.nn.Module):  # the loop's only contract: a module whose call returns .loss
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+            self.config = type("C", (), {"use_cache": True})()
+
+        def forward(self, input_ids, labels):
+            seen.append(input_ids.clone())
+            return type("O", (), {"loss": self.w * 1.0})()
+
+    pretrain(Recorder(), code_stream, steps=4, batch_size=4, seq_len=32, lr=1e-3, seed=0,
+             conversations=(conv_stream, starts), conversation_share=0.5)
+    im_start = tokenizer.convert_tokens_to_ids(IM_START)
+    for batch in seen:  # two rows of each batch open a conversation (its system turn), two are code windows
+        assert batch.shape == (4, 32)
+        assert (batch[:2, 0] == im_start).all()
+        assert tokenizer.decode(batch[0, :8]).startswith("<|im_start|>system")
 
 
 def test_corpus_without_sources_is_a_user_error(tmp_path) -> None:

@@ -268,3 +268,11 @@ def test_more_dags_start_with_the_shared_ones():
     more = [(r["uid"], r["variant"]) for r in pick_per_dag(rows, 30, 0)]
     assert len(few) == 5 and len(more) == 30 and more[:5] == few
     assert len({u for u, _ in more}) == 30  # one request per DAG
+
+
+def test_autofix_returns_and_judges_the_code_with_the_missing_imports_added():
+    forgot = VALID.replace("from airflow.providers.standard.operators.empty import EmptyOperator\n", "")
+    plain = run_strategy("direct", MSG, Scripted(lambda *_: forgot), JUDGE)
+    assert not plain.valid and [f["code"] for f in plain.findings] == ["DC102"]
+    fixed = run_strategy("direct", MSG, Scripted(lambda *_: forgot), dagcheck_judge(3, autofix=True))
+    assert fixed.valid and "import EmptyOperator" in fixed.code and fixed.text == forgot  # the model's text kept

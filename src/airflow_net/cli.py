@@ -71,7 +71,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                         n_parallel=n if "best_of_n" in strategy else 1)
         backend = engine_backend(llm, max_tokens=args.max_tokens or g.max_tokens, top_p=g.top_p,
                                  copy_ids=g.copy_ids and not args.no_copy_ids)
-    out = run_strategy(strategy, to_messages(p.prepare.system_prompt, request), backend, dagcheck_judge(args.airflow),
+    out = run_strategy(strategy, to_messages(p.prepare.system_prompt, request), backend,
+                       dagcheck_judge(args.airflow, autofix=g.autofix),
                        n=n, rounds=g.repair_rounds if args.rounds is None else args.rounds,
                        temperature=g.sample_temperature, seed=p.seed, reformulate=reformulate,
                        fallback=g.templated_fallback, airflow=args.airflow)

@@ -140,6 +140,10 @@ class BaseParams(_Section):
     pretrain_batch_size: int = Field(8, ge=1)
     pretrain_seq_len: int = Field(512, ge=32)
     pretrain_lr: float = Field(3e-3, gt=0)
+    # share of pre-training rows that are a train-split request and its DAG in the chat format (the instruct
+    # stage's pairs), each row starting at a conversation: the model learns to copy from the request before
+    # SFT; 0: DAG code only (the corpus)
+    pretrain_requests: float = Field(0.0, ge=0, le=1)
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # loading a Hugging Face model
     num_threads: int = Field(0, ge=0)  # torch threads for pre-training; 0: torch's default
 
@@ -220,6 +224,7 @@ class GenerateParams(_Section):
     parallel: int = Field(4, ge=1, le=64)  # requests decoded together (continuous batching); n_ctx is per request
     # the answer's dag/task/group ids are copied from the identifiers the request names (a decoding constraint)
     copy_ids: bool = True
+    autofix: bool = True  # dagcheck adds the imports its DC102 findings name, before an answer is judged
     # generation strategy (airflow_net.generate.strategies.STRATEGIES): what `airflow-net generate` uses by default
     strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated", "reformulated"] = "templated"
     # templated: what answers a request that does not render (not canonical, nor its reformulation)

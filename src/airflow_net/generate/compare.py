@@ -17,7 +17,7 @@ from typing import Any
 from airflow_net.data.noiser import noisy_request
 from airflow_net.data.prepare import to_messages
 from airflow_net.data.spec import DagSpec
-from airflow_net.evaluate.metrics import extract_code, judge
+from airflow_net.evaluate.metrics import judge
 from airflow_net.evaluate.stats import bootstrap_ci
 from airflow_net.generate.strategies import Backend, Judge, run_strategy
 
@@ -64,7 +64,7 @@ def run_requests(strategy: str, requests: list[dict[str, Any]], backend: Backend
         out = run_strategy(strategy, to_messages(system_prompt, req["request"]), backend, judges[req["airflow"]],
                            airflow=req["airflow"], **kw)
         seconds = time.perf_counter() - t0
-        j = judge(extract_code(out.text), req["spec"], airflow=req["airflow"])
+        j = judge(out.code, req["spec"], airflow=req["airflow"])  # the code returned (fixed, when autofix)
         rows.append({
             "uid": req["uid"], "group": req["group"], "variant": req["variant"], "request": req["request"],
             "text": out.text, "valid": j.valid, "structural_f1": j.structural_f1, "task_f1": j.task_f1,

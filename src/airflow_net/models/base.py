@@ -50,6 +50,22 @@ def train_split_sources(corpus_dir: str | Path, prepare: PrepareParams, seed: in
     return [r["source"] for r in rows if r.get("uid") not in held_out], len(held_out)
 
 
+def train_split_conversations(pairs: Sequence[dict], prepare: PrepareParams, seed: int) -> list[list[dict]]:
+    """The train split's request/DAG pairs (the instruct stage's rows: uid, instruction, source) as chat
+    conversations, exactly as prepare writes them (system prompt, request, fenced DAG): the split is prepare's
+    (:func:`airflow_net.data.prepare.split_of`), so no val or test request is pre-trained on."""
+    from airflow_net.data.prepare import split_of, to_messages
+
+    out = []
+    for row in pairs:
+        uid, instruction, source = row.get("uid"), row.get("instruction"), row.get("source")
+        if not (isinstance(uid, str) and isinstance(instruction, str) and isinstance(source, str)):
+            raise UserError(f"instruction pair without uid/instruction/source strings: {sorted(row)!r}")
+        if split_of(uid, prepare, seed) == "train":
+            out.append(to_messages(prepare.system_prompt, instruction, source))
+    return out
+
+
 def build_tiny_model(params: BaseParams, tokenizer, *, seed: int):
     """A randomly initialised Qwen2ForCausalLM with the dimensions in ``params`` and tied embeddings."""
     import torch
@@ -126,9 +142,14 @@ def pretrain(
     lr: float,
     seed: int,
     on_step: Callable[[int, float], None] | None = None,
+    conversations=None,
+    conversation_share: float = 0.0,
 ) -> PretrainResult:
     """Causal-LM pre-training on random windows of ``stream`` (a 1-D LongTensor of token ids).
 
+    ``conversations`` (optional): ``(stream, starts)``, chat conversations one after another and where each
+    begins; a seeded ``conversation_share`` of each batch's rows are windows that start at a conversation's
+    first token (the request in view when the DAG's ids are written), the rest windows of ``stream``.
     AdamW with a linear warm-up (5% of steps) and a cosine decay to 10% of ``lr``; gradients clipped at 1.
     Deterministic for a given seed and thread count. ``on_step(step, loss)`` is called after each step.
     """
@@ -146,6 +167,15 @@ def pretrain(
         seq_len = n - 1
     result.seq_len = seq_len
     gen = torch.Generator().manual_seed(seed)
+    n_conv = round(batch_size * conversation_share) if conversations is not None else 0
+    if n_conv:
+        conv_stream, conv_starts = conversations
+        conv_starts = torch.as_tensor(conv_starts, dtype=torch.long)
+        # a window that would run past the end starts earlier: every row is seq_len long
+        conv_starts = conv_starts.clamp(max=int(conv_stream.numel()) - seq_len - 1)
+        if int(conv_stream.numel()) < seq_len + 1:
+            raise UserError(f"the conversations encode to {conv_stream.numel()} tokens: fewer than one "
+                            f"pre-training window ({seq_len}); lower base.pretrain_seq_len")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
@@ -162,8 +192,11 @@ def pretrain(
     offsets = torch.arange(seq_len)
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        starts = torch.randint(0, n - seq_len + 1, (batch_size,), generator=gen)
+        starts = torch.randint(0, n - seq_len + 1, (batch_size - n_conv,), generator=gen)
         batch = stream[starts[:, None] + offsets]
+        if n_conv:
+            picks = conv_starts[torch.randint(0, len(conv_starts), (n_conv,), generator=gen)]
+            batch = torch.cat([conv_stream[picks[:, None] + offsets], batch])
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -262,14 +295,34 @@ class TinyBase:
 
 
 def make_tiny_base(
-    sources: Sequence[str], params: BaseParams, *, seed: int, on_step: Callable[[int, float], None] | None = None
+    sources: Sequence[str],
+    params: BaseParams,
+    *,
+    seed: int,
+    on_step: Callable[[int, float], None] | None = None,
+    conversations: Sequence[list[dict]] = (),
 ) -> TinyBase:
-    """Train the tokenizer on ``sources``, build the tiny Qwen2 and pre-train it (see :func:`pretrain`)."""
-    tokenizer = train_tokenizer(sources, params.vocab_size, model_max_length=params.max_position)
+    """Train the tokenizer on ``sources`` (and the requests of ``conversations``), build the tiny Qwen2 and
+    pre-train it (see :func:`pretrain`); ``conversations`` are mixed in at ``params.pretrain_requests``."""
+    share = params.pretrain_requests if conversations else 0.0
+    if params.pretrain_requests and not conversations:
+        raise UserError("base.pretrain_requests > 0 but no train-split request/DAG pairs were given")
+    requests = [m["content"] for c in conversations for m in c if m["role"] == "user"] if share else []
+    tokenizer = train_tokenizer([*sources, *requests], params.vocab_size, model_max_length=params.max_position)
     if tokenizer.eos_token != IM_END:  # the GGUF export checks this too; fail here, where it is cheap
         raise RuntimeError(f"tokenizer EOS is {tokenizer.eos_token!r}, expected {IM_END!r}")
     model = build_tiny_model(params, tokenizer, seed=seed)
     stream, lengths = encode_corpus(tokenizer, sources)
+    conv = None
+    if share:
+        texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        conv_stream, conv_lengths = encode_corpus(tokenizer, texts)
+        starts = [0]
+        for k in conv_lengths[:-1]:
+            starts.append(starts[-1] + k + 1)
+        conv = (conv_stream, starts)
+        log.info("pre-training mix: %.0f%% of rows from %d request/DAG conversations (%d tokens)", 100 * share,
+                 len(texts), conv_stream.numel())
     log.info(
         "tiny Qwen2: %s parameters, %d layers, hidden %d; corpus %d DAGs, %d tokens",
         f"{count_params(model):,}", params.num_layers, params.hidden_size, len(sources), stream.numel(),
@@ -283,6 +336,8 @@ def make_tiny_base(
         lr=params.pretrain_lr,
         seed=seed,
         on_step=on_step,
+        conversations=conv,
+        conversation_share=share,
     )
     return TinyBase(
         model=model,

@@ -16,6 +16,7 @@ A place the request has no id for (the model started a name that is not a prefix
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 
@@ -54,6 +55,11 @@ _DAG_BEFORE = re.compile(
 _DAG_AFTER = re.compile(
     r"^[`\"']?\s*(?:(?:,|\(|:)?\s*(?:an?\s+)?(?:airflow\s*[\d.x]+\)?:?\s*)?(?:a\s+)?dag\b|as\s+(?:the\s+)?dag)", re.I)
 _GROUP_BEFORE = re.compile(r"\b(?:task ?groups?|groups?)\b[^.;:\n]{0,12}$", re.I)
+# Where a task group is opened in code: an indented ``with`` (inside the DAG a ``with`` opens a group; the DAG's
+# own is at the left margin), the constructor called, or the decorator. Stopped at ``with``, the model writes a
+# task there instead; stopped later, it would have to make ``with TaskGroup`` mean something else. A request
+# that names its ids but no group gets none.
+_GROUP_OPENED = re.compile(r"(?:\n[ \t]+with\b|\bTaskGroup[ \t]*\(|@task_group\b)")
 
 
 def _kind(m: re.Match) -> str:
@@ -81,9 +87,25 @@ def request_identifiers(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _canonical_roles(text: str) -> tuple[str, ...] | None:
+    """A canonical request's ids, tagged (it says exactly what each id names); None: not a canonical request."""
+    from airflow_net.data.canonical import CanonicalError, parse_canonical
+
+    try:
+        c = parse_canonical(text)
+    except CanonicalError:
+        return None
+    tasks = [t.rsplit(".", 1)[-1] for t in c.tasks]
+    return tuple(dict.fromkeys([f"dag:{c.dag_id}", *(f"group:{g}" for g in c.groups), *(f"task:{t}" for t in tasks)]))
+
+
 def request_id_roles(text: str) -> tuple[str, ...]:
     """The request's identifiers tagged with what they name, as ``role:id`` (role dag, group or task), for
-    :class:`IdConstraint`: the first id the request calls the DAG's, the ids it calls groups, the rest tasks."""
+    :class:`IdConstraint`: a canonical request's as its grammar says; otherwise the first id the request calls
+    the DAG's, the ids it calls groups, the rest tasks."""
+    canonical = _canonical_roles(text)
+    if canonical is not None:
+        return canonical
     dag: str | None = None
     groups: list[str] = []
     for a, b, ident in _occurrences(text):
@@ -141,6 +163,211 @@ class VocabIndex:
         return set(self.prefixes_of(target)) | set(self.starting_with(target))
 
 
+_CLOSE = {")": "(", "]": "[", "}": "{"}
+_FENCE = "```"
+
+
+class BracketGuard:
+    """Python's brackets kept balanced in the fenced code of an answer, token by token.
+
+    Most of the tiny model's unparseable answers are one bracket off: a ``]`` where a ``(`` is open, a ``)``
+    with none open, or the closing fence while a call is still open. The guard tracks the open brackets
+    outside strings and comments (single, triple and f-strings, ``#`` comments) and says when a piece closes
+    the wrong one, closes one that is not open, or closes the code block with brackets still open. Its state is
+    kept for the answer so far and only the new text is scanned (the answer only grows).
+    """
+
+    def __init__(self) -> None:
+        self._seen = 0  # characters of the answer scanned
+        self._answer = ""
+        self._state: tuple = ("pre", (), "")  # mode (pre: before the fence, code, str, comment, post), brackets, quote
+        self._line = ""  # the current line's text before the scan point (to see a fence at a line start)
+
+    @staticmethod
+    def _step(state: tuple, line: str, text: str, strict: bool = True) -> tuple[tuple, str, bool]:
+        """Scan ``text`` from ``state``: (new state, current line, whether a rule was broken). ``strict``
+        stops at the first broken rule; otherwise the scan goes on as Python's tokenizer would recover (the
+        answer so far may hold a break the guard could not prevent: every candidate broke a rule)."""
+        mode, stack, quote = state
+        stack = list(stack)
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if mode == "post":
+                break
+            if mode == "comment":
+                if ch == "\n":
+                    mode, line = "code", ""
+                else:
+                    line += ch
+                i += 1
+                continue
+            if mode == "str":
+                if ch == "\\":
+                    line += text[i:i + 2]
+                    i += 2
+                    continue
+                if text.startswith(quote, i):
+                    line += quote
+                    i += len(quote)
+                    mode, quote = "code", ""
+                    continue
+                if ch == "\n" and len(quote) == 1:  # a one-line string left open: Python rejects it
+                    if strict:
+                        return (mode, tuple(stack), quote), line, True
+                    mode, quote = "code", ""
+                line = "" if ch == "\n" else line + ch
+                i += 1
+                continue
+            if ch == "`":  # no backtick in Python code: the closing fence, or on the way to it, or a break
+                at_start = line.strip() == ""
+                if at_start and text.startswith(_FENCE, i):
+                    if stack and strict:
+                        return (mode, tuple(stack), quote), line, True
+                    mode, stack = "post", []
+                    break
+                if at_start and _FENCE.startswith(text[i:]) and not stack:  # the fence's first backticks
+                    break
+                if strict:
+                    return (mode, tuple(stack), quote), line, True
+            if ch == "#":
+                mode = "comment"
+            elif ch in "\"'":
+                quote = ch * 3 if text.startswith(ch * 3, i) else ch
+                mode = "str"
+                line += quote
+                i += len(quote)
+                continue
+            elif ch in "([{":
+                stack.append(ch)
+            elif ch in _CLOSE:
+                if not stack or stack[-1] != _CLOSE[ch]:
+                    if strict:
+                        return (mode, tuple(stack), quote), line, True
+                    if stack:
+                        stack.pop()
+                else:
+                    stack.pop()
+            line = "" if ch == "\n" else line + ch
+            i += 1
+        return (mode, tuple(stack), quote), line, False
+
+    def _advance(self, answer: str) -> None:
+        if not answer.startswith(self._answer):  # another answer (the same guard asked about a new one)
+            self.__init__()
+        self._answer = answer
+        if self._state[0] == "pre":
+            k = answer.find("\n", answer.find(_FENCE)) if _FENCE in answer else -1
+            if k < 0:
+                return
+            self._state, self._seen = ("code", (), ""), k + 1
+        # quotes, backticks and a backslash at the very end wait for the next text: `"` then `""` is one triple
+        # quote, and a fence may come a backtick at a time
+        end = len(answer)
+        while end > self._seen and answer[end - 1] in "\"'`\\":
+            end -= 1
+        if end > self._seen:
+            self._state, self._line, _ = self._step(self._state, self._line, answer[self._seen:end], strict=False)
+            self._seen = end
+
+    def violates(self, answer: str, piece: str) -> bool:
+        self._advance(answer)
+        if self._state[0] in ("pre", "post"):
+            return False
+        return self._step(self._state, self._line, answer[self._seen:] + piece)[2]
+
+    def state(self, answer: str) -> tuple:
+        """(mode, open brackets, open quote) at the end of ``answer``."""
+        self._advance(answer)
+        if self._state[0] in ("pre", "post"):
+            return self._state
+        return self._step(self._state, self._line, answer[self._seen:], strict=False)[0]
+
+    def can_end(self, answer: str) -> bool:
+        """May the answer end here: outside the code block, or in it with no bracket or string open."""
+        self._advance(answer)
+        mode, stack, _ = self._step(self._state, self._line, answer[self._seen:], strict=False)[0]
+        return mode in ("pre", "post", "comment") or (mode == "code" and not stack)
+
+
+# Names a DAG file uses before it defines them (DC101, the tiny model's most common error: a python_callable
+# whose function it never wrote, a task in `>>` or chain() it never made, a TaskFlow function it never defined).
+_W = r"[A-Za-z_][A-Za-z0-9_]*"
+_DEFINED = {
+    "def": re.compile(rf"(?m)^[ \t]*(?:async[ \t]+)?def[ \t]+({_W})"),
+    "assigned": re.compile(rf"(?m)^[ \t]*({_W})[ \t]*(?::[^=\n]*)?=(?!=)|\bas[ \t]+({_W})|\bfor[ \t]+({_W})[ \t]+in\b"),
+    "imported": re.compile(r"(?m)^[ \t]*(?:from[ \t]+[\w.]+[ \t]+)?import[ \t]+\(?([\w \t,.\n]+?)\)?[ \t]*$"),
+}
+# Where only a defined name may stand, and what it must be: a callable for python_callable, a task (a name the
+# file assigned) in the dependencies. Measured and left out: the start of a statement's right-hand side
+# (`x = f()` with f defined, imported or built in): steered off an operator it forgot to import, the tiny model
+# wrote garbage (parse rate 0.90 -> 0.53).
+_NAME_PLACES = (
+    ("callable", re.compile(r"\bpython_callable[ \t]*=[ \t]*$")),
+    ("task", re.compile(rf"(?:>>|<<)[ \t]*\[?[ \t]*(?:{_W}[ \t]*,[ \t]*)*$")),
+    ("task", re.compile(rf"\bchain\([ \t\n]*(?:\[?[ \t\n]*(?:{_W}[ \t\n]*,[ \t\n]*)*{_W}[ \t\n]*\]?[ \t\n]*,[ \t\n]*)*"
+                        rf"\[?[ \t\n]*(?:{_W}[ \t\n]*,[ \t\n]*)*$")),
+)
+_WORD = re.compile(rf"(?<![A-Za-z0-9_.]){_W}")
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+class NameGuard:
+    """A name used in a place where it must already exist (see ``_NAME_PLACES``) must be one the answer
+    defined: a ``def``, an assignment (``x =``, ``as x``, ``for x in``) or an import. While the model writes such
+    a name, a piece that makes it something no defined name starts with breaks the rule; the model's own scores
+    choose among the defined ones. A place with nothing defined for it is left alone."""
+
+    def __init__(self) -> None:
+        self._answer: str | None = None
+        self._names: dict[str, frozenset[str]] = {}
+
+    def names(self, answer: str) -> dict[str, frozenset[str]]:
+        if answer != self._answer:
+            got: dict[str, set[str]] = {k: set() for k in _DEFINED}
+            for kind, rx in _DEFINED.items():
+                for m in rx.finditer(answer):
+                    for g in m.groups():
+                        if not g:
+                            continue
+                        if kind == "imported":
+                            for part in g.replace("\n", ",").split(","):
+                                words = part.split()
+                                if words:
+                                    got[kind].add(words[-1].split(".")[0])
+                        else:
+                            got[kind].add(g)
+            callables = got["def"] | got["imported"]
+            self._names = {"callable": frozenset(callables), "task": frozenset(got["assigned"])}
+            self._answer = answer
+        return self._names
+
+    def violates(self, answer: str, piece: str) -> bool:
+        """Would ``piece`` write (part of) a name in a must-exist place that no defined name is or starts with?
+        Every name the piece touches is checked: the one it goes on with or ends, and any it begins."""
+        window = answer[-_TAIL:] + piece
+        start = len(window) - len(piece)
+        for m in _WORD.finditer(window):
+            if m.end() < start or (m.end() == start and piece[:1] in _WORD_CHARS):
+                continue  # before the piece (and not ended by it)
+            whole = m.end() < len(window)
+            if self._check(answer[: len(answer) - (start - m.start())], m.group(0), whole):
+                return True
+        return False
+
+    def _check(self, before: str, word: str, whole: bool) -> bool:
+        tail = before[-_TAIL:]
+        for kind, rx in _NAME_PLACES:
+            if rx.search(tail):
+                names = self.names(before)[kind]
+                if not names:
+                    return False
+                if whole:
+                    return word not in names
+                return not any(n.startswith(word) for n in names)
+        return False
+
+
 class IdConstraint:
     """The per-request constraint: given the answer so far, the tokens allowed next (None: no constraint).
 
@@ -149,8 +376,9 @@ class IdConstraint:
     request named no id for is left to the model (a request that names its DAG but not its tasks).
     """
 
-    def __init__(self, index: VocabIndex, identifiers: Sequence[str]) -> None:
+    def __init__(self, index: VocabIndex, identifiers: Sequence[str], ends: Iterable[int] = ()) -> None:
         self.index = index
+        self.ends = frozenset(ends)  # the end-of-generation tokens: not while a bracket or a string is open
         by_role: dict[str, list[str]] = {r: [] for r in ROLES}
         plain: list[str] = []
         for item in identifiers:
@@ -161,6 +389,9 @@ class IdConstraint:
                 plain.append(item)
         self.ids = tuple(dict.fromkeys([*plain, *(i for r in ROLES for i in by_role[r])]))
         self.roles = {r: tuple(dict.fromkeys([*by_role[r], *plain])) for r in ROLES}
+        self.no_groups = bool(by_role["task"]) and not self.roles["group"]
+        self.brackets = BracketGuard()
+        self.names = NameGuard()
         self._cache: dict[tuple, np.ndarray | None] = {}
 
     def _unused(self, answer: str, role: str) -> tuple[str, ...]:
@@ -200,6 +431,14 @@ class IdConstraint:
             self._cache[key] = banned if banned.size else None
         return self._cache[key]
 
+    def rejects(self, answer: str, token: int, piece: str) -> bool:
+        """:meth:`violates`, and an end token while a bracket or a string is still open."""
+        if token in self.ends:
+            return bool(self.ids) and not self.brackets.can_end(answer)
+        if not piece:  # a control token that is not an end (<|im_start|>): never part of an answer
+            return bool(self.ids)
+        return self.violates(answer, piece)
+
     def violates(self, answer: str, piece: str) -> bool:
         """Would appending ``piece`` leave a place holding a name that is not (on the way to) an allowed id?
 
@@ -210,6 +449,12 @@ class IdConstraint:
             return False
         window = answer[-_TAIL:] + piece
         start = len(window) - len(piece)  # where the new piece begins
+        if self.no_groups and any(m.end() > start for m in _GROUP_OPENED.finditer(window)):
+            return True
+        if self.brackets.violates(answer, piece):
+            return True
+        if self.brackets.state(answer)[0] == "code" and self.names.violates(answer, piece):
+            return True
         for rx in (_OPEN_STRING, _OPEN_DEF):
             m = rx.search(window)
             if m and m.group("p"):
@@ -229,22 +474,30 @@ class IdConstraint:
         rule = self.allowed(answer)
         if rule is None:  # the common case: the argmax, unless it would leave the ids
             best = int(logits.argmax())
-            if not self.violates(answer, text(best)):
+            if not self.rejects(answer, best, text(best)):
                 return best
         if rule is not None and rule[0] == "allow":
-            order = rule[1][np.argsort(-logits[rule[1]], kind="stable")][:CANDIDATES]
+            pool, scores = rule[1], logits[rule[1]]
         else:
-            row = logits
+            pool, scores = None, logits
             if rule is not None:
-                row = logits.copy()
-                row[rule[1]] = -np.inf
-            k = min(CANDIDATES, row.size)
-            top = np.argpartition(-row, k - 1)[:k]
-            order = top[np.lexsort((top, -row[top]))]  # by score, then by id: the first maximum first
-        for tok in order:
-            if not self.violates(answer, text(int(tok))):
-                return int(tok)
-        return int(order[0])
+                scores = logits.copy()
+                scores[rule[1]] = -np.inf
+        # the best-scored first (a partial sort), then, if every one of them breaks a rule, the rest in score
+        # order: rare, e.g. when only a closing bracket is right and a tiny model scores it low at a line start
+        k = min(CANDIDATES, scores.size)
+        top = np.argpartition(-scores, k - 1)[:k]
+        first = top[np.lexsort((top, -scores[top]))]  # by score, then by id: the first maximum first
+        def rest() -> Iterable[int]:  # sorted only when the first ones all fail
+            yield from np.argsort(-scores, kind="stable")[k:]
+
+        for i in itertools.chain(first, rest()):
+            tok = int(i if pool is None else pool[i])
+            if scores[i] == -np.inf:
+                break
+            if not self.rejects(answer, tok, text(tok)):
+                return tok
+        return int(first[0] if pool is None else pool[first[0]])
 
     def allowed(self, answer: str) -> tuple[str, np.ndarray] | None:
         """("allow", ids) or ("ban", ids) for the next token given the answer so far; None: anything goes."""

@@ -476,7 +476,7 @@ class Engine:
         if p.copy_ids:
             from airflow_net.serve.copy_ids import IdConstraint
 
-            best.copy = IdConstraint(self.vocab_index(), p.copy_ids)
+            best.copy = IdConstraint(self.vocab_index(), p.copy_ids, ends=() if p.ignore_eos else self._eog_set)
         else:
             best.copy = None
         best.answer = ""
@@ -681,7 +681,7 @@ class Engine:
         apply_rule(row, s.copy.allowed(s.answer))  # the chain reads the row after this
         token = ll.llama_sampler_sample(s.sampler, self._ctx.ctx, i)
         for _ in range(8):
-            if not s.copy.violates(s.answer, self.piece_text(token)):
+            if not s.copy.rejects(s.answer, token, self.piece_text(token)):
                 break
             row[token] = -np.inf
             token = ll.llama_sampler_sample(s.sampler, self._ctx.ctx, i)
