@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from airflow_net.dagcheck import check_source
-from airflow_net.dagcheck.fix import fix_imports
+from airflow_net.dagcheck.fix import fix_source
 
 MISSING = '''"""A DAG that forgot two imports."""
 from datetime import datetime
@@ -22,7 +22,7 @@ with DAG(dag_id="d", start_date=datetime(2024, 1, 1), schedule=None):
 def test_the_hinted_imports_are_added_after_the_leading_ones_and_the_dag_passes() -> None:
     before = check_source(MISSING, airflow=3)
     assert sorted(f.code for f in before.errors) == ["DC102", "DC102"]
-    fixed = fix_imports(MISSING, airflow=3, report=before)
+    fixed = fix_source(MISSING, airflow=3, report=before)
     assert fixed.report.ok and check_source(fixed.source, airflow=3).ok
     assert len(fixed.added) == 2 and all(line.startswith("from ") for line in fixed.added)
     lines = fixed.source.split("\n")
@@ -35,9 +35,44 @@ def test_the_hinted_imports_are_added_after_the_leading_ones_and_the_dag_passes(
 def test_nothing_to_fix_leaves_the_source_as_it_is() -> None:
     ok = MISSING.replace("SQLExecuteQueryOperator(task_id=\"b\", conn_id=\"warehouse\", sql=\"SELECT 1\")",
                          "EmptyOperator(task_id=\"b\")").replace("    chain(a, b, c)\n", "    a >> b >> c\n")
-    assert fix_imports(ok, airflow=3).source == ok and fix_imports(ok, airflow=3).added == []
+    assert fix_source(ok, airflow=3).source == ok and fix_source(ok, airflow=3).added == []
     broken = "from airflow.sdk import DAG\nwith DAG(dag_id='d'\n"  # DC001: nothing dagcheck can add fixes it
-    assert fix_imports(broken, airflow=3).source == broken
+    assert fix_source(broken, airflow=3).source == broken
     undefined = MISSING.replace("chain(a, b, c)", "a >> zz")  # DC101: no import names `zz`
-    assert fix_imports(undefined, airflow=3).report.errors[0].code in ("DC101", "DC102")
-    assert "zz" in fix_imports(undefined, airflow=3).source
+    assert fix_source(undefined, airflow=3).report.errors[0].code in ("DC101", "DC102")
+    assert "zz" in fix_source(undefined, airflow=3).source
+
+
+def test_an_airflow_3_import_in_a_file_for_airflow_2_moves_to_the_path_airflow_2_has() -> None:
+    source = '''from datetime import datetime
+
+from airflow.sdk import DAG, TaskGroup, task
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG(dag_id="d", start_date=datetime(2024, 1, 1), schedule=None):
+    with TaskGroup("g"):
+        a = EmptyOperator(task_id="a")
+'''
+    before = check_source(source, airflow=2)
+    assert {f.code for f in before.errors} == {"DC103"}
+    fixed = fix_source(source, airflow=2, report=before)
+    assert fixed.report.ok, fixed.report.errors
+    assert "airflow.sdk" not in fixed.source  # each of its three names moved to the path Airflow 2 has
+    assert fixed.added == ["from airflow import DAG", "from airflow.utils.task_group import TaskGroup",
+                           "from airflow.decorators import task"]
+    kept = source.replace("from airflow.sdk import DAG, TaskGroup, task", "from airflow.sdk import DAG, TaskGroup, zz")
+    partly = fix_source(kept, airflow=2)  # a name with no replacement stays where it was
+    assert "from airflow.sdk import zz" in partly.source and "from airflow import DAG" in partly.added
+    assert fix_source(source, airflow=3).source == source  # right for Airflow 3: nothing to do
+
+
+def test_a_task_made_its_own_upstream_loses_the_repeat() -> None:
+    source = MISSING.replace("SQLExecuteQueryOperator(task_id=\"b\", conn_id=\"warehouse\", sql=\"SELECT 1\")",
+                             "EmptyOperator(task_id=\"b\")").replace("    chain(a, b, c)\n",
+                                                                     "    a >> b >> b >> c\n    chain(c, c)\n")
+    before = check_source(source, airflow=3)
+    assert sorted(f.code for f in before.errors) == ["DC102", "DC302"]  # chain is not imported either
+    fixed = fix_source(source, airflow=3, report=before)
+    assert fixed.report.ok and "    a >> b >> c\n    chain(c)\n" in fixed.source
+    loop = source.replace("    a >> b >> b >> c\n    chain(c, c)\n", "    a >> b >> a\n")  # a real cycle: kept
+    assert fix_source(loop, airflow=3).source == loop

@@ -1,9 +1,15 @@
-"""Fixes dagcheck can make on its own: the import a finding names (DC102 "used but not imported").
+"""Fixes dagcheck can make on its own: the imports its findings name.
 
-A DC102 finding's hint is the exact line Airflow's API index gives for the name (``Add `from X import Y```).
-:func:`fix_imports` adds each such line after the file's leading imports, then checks the result: the fixed
-source is returned only when it has fewer errors than the original (never a worse file). Like ``ruff --fix``
-for one rule: deterministic, no model, no import or run of the code.
+- DC102 "used but not imported": the hint is the exact line Airflow's API index gives for the name
+  (``Add `from X import Y```); it is added after the file's leading imports.
+- DC103 "unknown import" with a replacement (an Airflow 3 path in a file for Airflow 2, ``from airflow.sdk import
+  DAG`` -> ``Use `from airflow import DAG```): the name leaves the unknown import and the hinted line is added.
+- DC302 a task made its own upstream (``a >> a``, ``chain(a, a)``: a small model repeats a name): the
+  repeated name is dropped from that dependency statement.
+
+:func:`fix_source` then checks the result: the fixed source is returned only when it has fewer errors than the
+original (never a worse file). Like ``ruff --fix`` for two rules: deterministic, no model, no import or run of
+the code.
 """
 
 from __future__ import annotations
@@ -16,6 +22,51 @@ from airflow_net.dagcheck.core import check_source
 from airflow_net.dagcheck.findings import Report
 
 _HINT = re.compile(r"^Add `((?:from [\w.]+ )?import [\w., ]+)`$")
+_UNKNOWN = re.compile(r"^`from ([\w.]+) import (\w+)(?: as (\w+))?`")  # DC103's message: the import as written
+_USE = re.compile(r"^Use `(from [\w.]+ import \w+)`$")
+_SELF_LOOP = re.compile(r"cycle: ([\w.]+) >> \1$")
+
+
+def _operands(node: ast.expr, op: type) -> list[ast.expr] | None:
+    """``a >> b >> c`` (one operator throughout) as [a, b, c]; None: not such a chain."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, op):
+        left = _operands(node.left, op) or [node.left]
+        return [*left, node.right]
+    return None
+
+
+def _drop_repeats(items: list[ast.expr]) -> list[ast.expr]:
+    out: list[ast.expr] = []
+    for item in items:
+        if not out or ast.dump(item) != ast.dump(out[-1]):
+            out.append(item)
+    return out
+
+
+def _dedupe_dependencies(source: str, tree: ast.Module) -> str:
+    """Each dependency statement (``a >> b``, ``a << b``, ``chain(...)``) without a name repeated next to itself;
+    statements that change are written back by ``ast.unparse`` at their own indentation."""
+    lines = source.split("\n")
+    edits = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Expr):
+            continue
+        value, new = node.value, None
+        for op in (ast.RShift, ast.LShift):
+            items = _operands(value, op)
+            if items and len(_drop_repeats(items)) < len(items):
+                kept = _drop_repeats(items)
+                new = kept[0]
+                for item in kept[1:]:
+                    new = ast.BinOp(left=new, op=op(), right=item)
+        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "chain"
+                and len(_drop_repeats(value.args)) < len(value.args)):
+            new = ast.Call(func=value.func, args=_drop_repeats(value.args), keywords=value.keywords)
+        if new is not None and node.lineno == node.end_lineno:
+            edits.append((node.lineno, node.col_offset, ast.unparse(ast.Expr(new))))
+    for line, col, text in sorted(edits, reverse=True):
+        lines[line - 1] = lines[line - 1][:col] + text
+    return "\n".join(lines)
 
 
 @dataclass
@@ -38,23 +89,42 @@ def _insert_at(tree: ast.Module) -> int:
     return line
 
 
-def fix_imports(source: str, *, airflow: int = 3, report: Report | None = None) -> Fixed:
+def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -> Fixed:
     """``source`` with the imports its DC102 findings name added; unchanged when there are none, when it does
     not parse, or when adding them would not lower the error count."""
+    original = source
     report = report or check_source(source, airflow=airflow)
-    lines = list(dict.fromkeys(m.group(1) for f in report.errors if f.code == "DC102" and f.hint
-                               and (m := _HINT.match(f.hint))))
-    if not lines:
+    lines = [m.group(1) for f in report.errors if f.code == "DC102" and f.hint and (m := _HINT.match(f.hint))]
+    moved: dict[int, set[str]] = {}  # line of an unknown import -> the names that leave it
+    for f in report.errors:
+        if f.code == "DC103" and f.hint and (m := _UNKNOWN.match(f.message)) and (u := _USE.match(f.hint)):
+            if u.group(1).rsplit(" ", 1)[-1] != m.group(2):
+                continue  # the replacement is another name: not a move
+            moved.setdefault(f.line, set()).add(m.group(2))
+            lines.append(u.group(1) + (f" as {m.group(3)}" if m.group(3) else ""))
+    lines = list(dict.fromkeys(lines))
+    self_loops = any(f.code == "DC302" and _SELF_LOOP.search(f.message) for f in report.errors)
+    if not lines and not self_loops:
         return Fixed(source, report)
     try:
         tree = ast.parse(source)
+        if self_loops:
+            source = _dedupe_dependencies(source, tree)
+            tree = ast.parse(source)
     except (SyntaxError, ValueError):
-        return Fixed(source, report)
-    at = _insert_at(tree)
+        return Fixed(original, report)
     out = source.split("\n")
+    at = _insert_at(tree)
+    for node in sorted((n for n in tree.body if isinstance(n, ast.ImportFrom) and n.lineno in moved),
+                       key=lambda n: -n.lineno):  # bottom up: earlier line numbers stay right
+        keep = [a for a in node.names if a.name not in moved[node.lineno]]
+        new = [ast.unparse(ast.ImportFrom(module=node.module, names=keep, level=node.level))] if keep else []
+        out[node.lineno - 1:node.end_lineno] = new
+        if node.end_lineno <= at:
+            at -= node.end_lineno - node.lineno + 1 - len(new)
     out[at:at] = lines
     fixed = "\n".join(out)
     new = check_source(fixed, airflow=airflow)
     if len(new.errors) >= len(report.errors):
-        return Fixed(source, report)
+        return Fixed(original, report)
     return Fixed(fixed, new, lines)

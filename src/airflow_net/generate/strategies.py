@@ -27,16 +27,16 @@ Judge = Callable[[str], Report]
 
 def dagcheck_judge(airflow: int = 3, *, autofix: bool = False) -> Judge:
     """Judge one source with dagcheck's static tiers (no import, no execution). ``autofix``: every answer first
-    gets the imports its DC102 findings name (:func:`airflow_net.dagcheck.fix.fix_imports`), and the fixed code
+    gets the imports its DC102 findings name (:func:`airflow_net.dagcheck.fix.fix_source`), and the fixed code
     is what is judged and returned."""
-    from airflow_net.dagcheck.fix import fix_imports
+    from airflow_net.dagcheck.fix import fix_source
     from airflow_net.dagcheck.validate import validate_sources
 
     def judge(source: str) -> Report:
         return validate_sources([("candidate.py", source)], airflow=airflow)[0]
 
     if autofix:
-        judge.fix = lambda source: fix_imports(source, airflow=airflow).source  # type: ignore[attr-defined]
+        judge.fix = lambda source: fix_source(source, airflow=airflow).source  # type: ignore[attr-defined]
     return judge
 
 

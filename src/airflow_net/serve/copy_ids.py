@@ -1,4 +1,4 @@
-"""Identifiers copied from the request: a decoding constraint for the ids a DAG file names.
+"""Identifiers copied from the request, and the other rules a DAG file's text must keep: decoding constraints.
 
 A small model writes the shape of a DAG well but invents its identifiers (issue 16: the tiny default used the
 requested dag id 10% of the time). When a request names its ids, the answer's id strings should be those ids.
@@ -7,7 +7,16 @@ While the model writes one of the places where Airflow reads an id (``dag_id="..
 that keep the text on the way to one of the request's identifiers (and then the closing quote or parenthesis)
 are allowed; everywhere else the model decodes freely. Among the allowed tokens the model's own scores decide,
 so it still chooses *which* of the request's ids goes where. An id already written in an earlier place is not
-offered again (two tasks with one id is an error Airflow reports), unless every id has been used.
+offered again (two tasks with one id is an error Airflow reports); once every one is used, the place is free.
+
+The same per-request constraint keeps the rules that make the rest of the file load, each measured on the
+fine-tuned tiny model (README, "What the decoder keeps"):
+
+- a request that names tasks but no task group gets no group (an invented group renames its tasks);
+- brackets stay balanced outside strings and comments, and the answer does not end inside one
+  (:class:`BracketGuard`);
+- ``python_callable=`` names a function the file defined, ``>>``/``chain()`` name tasks it assigned
+  (:class:`NameGuard`).
 
 The constraint is a mask over the vocabulary, built from the tokens' text: no grammar engine, any tokenizer.
 A place the request has no id for (the model started a name that is not a prefix of any) is left alone.
@@ -54,7 +63,13 @@ _DAG_BEFORE = re.compile(
     r"|create|build|write|make)\s*[`\"']?$", re.I)
 _DAG_AFTER = re.compile(
     r"^[`\"']?\s*(?:(?:,|\(|:)?\s*(?:an?\s+)?(?:airflow\s*[\d.x]+\)?:?\s*)?(?:a\s+)?dag\b|as\s+(?:the\s+)?dag)", re.I)
-_GROUP_BEFORE = re.compile(r"\b(?:task ?groups?|groups?)\b[^.;:\n]{0,12}$", re.I)
+_GROUP_BEFORE = re.compile(r"\b(?:task ?groups?|groups?)\b[^.;:\n]{0,12}$|\bgroup_id\s*[=:]?\s*$", re.I)
+# Words just before an id that say it names no task: an owner, a tag (in a list of tags), a python callable, a
+# connection, another DAG ("ExternalTaskSensor on the `x` DAG"). The describer writes half of its detailed
+# requests' backticked ids this way; offered as task ids, they became tasks.
+_NOT_A_TASK_BEFORE = re.compile(
+    r"(?:\bowners?\b[^.;\n]{0,12}|\btag(?:s|ged)?\b(?:\s+it)?[^.;\n]{0,60}|\bcalling|\bon\s+the"
+    r"|\bconn(?:ection)?(?:_id)?\b[^.;\n]{0,12}|\bpool\b|\bbucket\b)\s*[:=]?\s*$", re.I)
 # Where a task group is opened in code: an indented ``with`` (inside the DAG a ``with`` opens a group; the DAG's
 # own is at the left margin), the constructor called, or the decorator. Stopped at ``with``, the model writes a
 # task there instead; stopped later, it would have to make ``with TaskGroup`` mean something else. A request
@@ -108,18 +123,24 @@ def request_id_roles(text: str) -> tuple[str, ...]:
         return canonical
     dag: str | None = None
     groups: list[str] = []
+    named: set[str] = set()  # ids named at least once where a task, a group or the DAG may be meant
     for a, b, ident in _occurrences(text):
-        before, after = text[max(0, a - 40):a].rstrip("`"), text[b:b + 30]
-        if dag is None and (_DAG_BEFORE.search(before) or _DAG_AFTER.search(after)):
+        before, after = text[max(0, a - 70):a].rstrip("`"), text[b:b + 30]
+        if dag is None and (_DAG_BEFORE.search(before[-40:]) or _DAG_AFTER.search(after)):
             dag = ident
-        elif _GROUP_BEFORE.search(before) and ident not in groups:
+        elif _GROUP_BEFORE.search(before[-40:]) and ident not in groups:
             groups.append(ident)
+        elif _NOT_A_TASK_BEFORE.search(before):
+            continue
+        named.add(ident)
     ids = request_identifiers(text)
     if dag is None and ids:  # nothing says which: requests name the DAG first far more often than not
         dag = ids[0]
     tagged = []
     for ident in ids:
         role = "dag" if ident == dag else "group" if ident in groups else "task"
+        if role == "task" and ident not in named and ident.rsplit(".", 1)[0] not in named:
+            continue  # only ever an owner, a tag, a callable, a connection or another DAG
         tagged.append(f"{role}:{ident}")
     return tuple(tagged)
 
@@ -395,13 +416,13 @@ class IdConstraint:
         self._cache: dict[tuple, np.ndarray | None] = {}
 
     def _unused(self, answer: str, role: str) -> tuple[str, ...]:
-        """The ids of this role no earlier place in the answer holds (all of them once every one is used);
-        empty: the request named none of this role, and the place is free."""
+        """The ids of this role no earlier place in the answer holds; empty: the request named none of this
+        role, or every one is used, and the place is free (a second task with a used id is an error Airflow
+        reports, DC301; one more task of the model's own is not)."""
         if not self.roles[role]:
             return ()
         used = {m.group("p") for rx in (_CLOSED_STRING, _CLOSED_DEF) for m in rx.finditer(answer)}
-        left = tuple(i for i in self.roles[role] if i not in used)
-        return left or self.roles[role]
+        return tuple(i for i in self.roles[role] if i not in used)
 
     def _complete(self, partial: str, close: str, ids: tuple[str, ...], lead: str = "") -> np.ndarray | None:
         if not ids:
