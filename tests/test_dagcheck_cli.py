@@ -97,3 +97,18 @@ def test_module_entry_point(files):
                            "--format", "json", "--no-lint"], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
     assert json.load(io.StringIO(proc.stdout))["summary"]["ok"] == 0
+
+
+def test_fix_rewrites_the_py_files_it_can_fix_and_reports_the_rest(files, capsys):
+    forgot = files / "dags" / "forgot.py"
+    forgot.write_text(GOOD.replace("from airflow.providers.standard.operators.bash import BashOperator\n", ""))
+    bad_before = (files / "dags" / "bad.py").read_text()
+    assert main([str(files / "dags"), "--no-lint"]) == 1  # forgot.py: DC102; bad.py: its own errors
+    capsys.readouterr()
+    assert main([str(files / "dags"), str(files / "generated.jsonl"), "--no-lint", "--fix"]) == 1
+    out, err = capsys.readouterr()
+    assert "fixed" in err and "forgot.py" in err and "import BashOperator" in err and "1 of 5 files" in err
+    assert "import BashOperator" in forgot.read_text()
+    assert (files / "dags" / "bad.py").read_text() == bad_before  # nothing dagcheck can name: untouched
+    assert "forgot.py" not in [line.split(":")[0].rsplit("/", 1)[-1] for line in out.splitlines() if "DC102" in line]
+    assert main([str(forgot), "--no-lint"]) == 0

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conn-ids", help="comma-separated declared connection ids; others are reported (DC402)")
     p.add_argument("--timeout", type=float, default=30.0, help="airflow engine: seconds per file (default 30)")
     p.add_argument("--memory-mb", type=int, default=1024, help="airflow engine: memory per file (default 1024)")
+    p.add_argument("--fix", action="store_true",
+                   help="rewrite .py files with the fixes dagcheck can name exactly (the import a DC102/DC103 hint "
+                   "gives, `a >> a`), where the file then has fewer errors; then report")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when errors are found")
     p.add_argument("--list-codes", action="store_true", help="print the table of codes and exit")
 
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     items = list(iter_inputs(args.paths))
     if not items:
         raise UserError(f"no DAG files found in {', '.join(args.paths)}")
+    if args.fix:
+        items = _fix_files(items, args.airflow, conn_ids)
     lint = args.lint
     if lint:
         try:
@@ -100,6 +105,35 @@ def run(args: argparse.Namespace) -> int:
     failed = sum(not r.ok for r in reports)
     log.debug("%d of %d files have errors", failed, len(reports))
     return 0 if args.exit_zero or not failed else 1
+
+
+def _fix_files(items: list[tuple[str, str]], airflow: int, conn_ids: set[str] | None) -> list[tuple[str, str]]:
+    """Each .py file rewritten (atomically) with :func:`airflow_net.dagcheck.fix.fix_source`'s fixes, when it
+    has any; stderr says what was fixed. JSONL entries are checked as they are (their file is not code)."""
+    from pathlib import Path
+
+    from airflow_net.dagcheck.core import check_source
+    from airflow_net.dagcheck.fix import fix_source
+
+    out, fixed, skipped = [], 0, 0
+    for name, source in items:
+        path = Path(name)
+        if not (path.suffix == ".py" and path.is_file()):
+            skipped += 1
+            out.append((name, source))
+            continue
+        result = fix_source(source, airflow=airflow,
+                            report=check_source(source, filename=name, airflow=airflow, conn_ids=conn_ids))
+        if result.source != source:
+            write_text(path, result.source)
+            fixed += 1
+            what = ", ".join(result.added) or "a repeated dependency dropped"
+            print(f"fixed {name}: {what}", file=sys.stderr)
+        out.append((name, result.source))
+    if skipped:
+        log.warning("--fix: %d entries are not .py files (JSONL rows): checked, not rewritten", skipped)
+    print(f"--fix: {fixed} of {len(items)} files rewritten", file=sys.stderr)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
