@@ -44,15 +44,15 @@ def test_judge_tells_valid_from_broken():
     assert not JUDGE(extract_code(BROKEN)).ok
 
 
-def test_best_of_n_one_batch_first_valid_and_deterministic():
+def test_best_of_n_greedy_first_then_one_batch_first_valid_and_deterministic():
     # candidates seeded 10..13; seeds 12 and 13 give valid answers: the first valid in order (seed 12) wins
     def answer(conv, temp, seed):
         return VALID.replace('"d"', f'"d{seed}"') if seed >= 12 else BROKEN
 
     be = Scripted(answer)
     out = run_strategy("best_of_n", MSG, be, JUDGE, n=4, seed=10, temperature=0.8)
-    assert len(be.calls) == 1 and len(be.calls[0][0]) == 4 and be.calls[0][2] == [10, 11, 12, 13]
-    assert be.calls[0][1] == [0.0, 0.8, 0.8, 0.8]  # the greedy answer first, then samples
+    assert [len(c[0]) for c in be.calls] == [1, 3]  # the greedy answer alone, then the samples in one batch
+    assert be.calls[0][1:] == (0.0, 10) and be.calls[1][1:] == ([0.8, 0.8, 0.8], [11, 12, 13])
     assert out.valid and 'dag_id="d12"' in out.code and out.candidates == 4
     again = run_strategy("best_of_n", MSG, Scripted(answer), JUDGE, n=4, seed=10, temperature=0.8)
     assert again.code == out.code
@@ -68,6 +68,9 @@ def test_best_of_n_stops_judging_at_first_valid():
     be = Scripted(lambda c, t, s: VALID if s == 1 else BROKEN)
     out = run_strategy("best_of_n", MSG, be, judge, n=4, seed=0)
     assert out.valid and len(judged) == 2  # seeds 0 (broken), 1 (valid); 2 and 3 never judged
+    greedy_ok = Scripted(lambda c, t, s: VALID)
+    out = run_strategy("best_of_n", MSG, greedy_ok, JUDGE, n=4, seed=0)
+    assert out.valid and out.candidates == 1 and len(greedy_ok.calls) == 1  # no samples needed: none made
 
 
 def test_best_of_n_falls_back_to_fewest_errors():
@@ -205,9 +208,8 @@ def test_cli_generate_with_strategy(tmp_path, capsys, strategy):
               "--strategy", strategy, "-n", "2", "--max-tokens", "200"])
     out, err = capsys.readouterr()
     assert f"# strategy: {strategy};" in err and "# dagcheck:" in err, err
-    assert "candidates: " + ("2" if strategy == "best_of_n" else "1") in err
-    if strategy != "best_of_n":  # greedy reproduces the teacher's DAG
-        assert out == tiny_gguf.DAG and exc.value.code == 0
+    # greedy reproduces the teacher's DAG, valid: best_of_n needs no sample after it, repair no round
+    assert "candidates: 1;" in err and out == tiny_gguf.DAG and exc.value.code == 0
 
 
 def test_cli_templated_renders_a_canonical_request_without_any_model(tmp_path, capsys, monkeypatch):
