@@ -228,8 +228,8 @@ class GenerateParams(_Section):
     # generation strategy (airflow_net.generate.strategies.STRATEGIES): what `airflow-net generate` uses by default
     strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated", "reformulated"] = "templated"
     # templated: what answers a request that does not render (not canonical, nor its reformulation)
-    templated_fallback: Literal["direct", "best_of_n", "repair", "best_of_n_repair"] = "direct"
-    best_of_n: int = Field(4, ge=1, le=64)  # candidates sampled together in one batch by best_of_n
+    templated_fallback: Literal["direct", "best_of_n", "repair", "best_of_n_repair"] = "best_of_n"
+    best_of_n: int = Field(4, ge=1, le=64)  # best_of_n: the greedy answer, then n-1 samples in one batch if needed
     sample_temperature: float = Field(0.3, gt=0, le=2)  # best_of_n's sampling temperature (candidates must differ)
     repair_rounds: int = Field(2, ge=0, le=10)  # follow-up turns with dagcheck's findings, at most
     # an OpenAI-compatible base URL (ending in /v1) to send requests to instead of the in-process engine
