@@ -91,14 +91,20 @@ def test_same_answers_as_in_process_through_airflow_net_serve(tmp_path):
     judge = dagcheck_judge(3)
     with Engine(model, n_parallel=2, n_ctx=1024, n_threads=2) as eng:
         local = run_strategy("repair", msgs, engine_backend(eng, max_tokens=200), judge, rounds=1)
+        local_ids = run_strategy("direct", msgs, engine_backend(eng, max_tokens=200, copy_ids=True), judge)
         srv = Server(eng)
         try:
-            be = endpoint_backend(f"http://127.0.0.1:{srv.port}/v1", max_tokens=200, concurrency=2, timeout_s=60)
+            url = f"http://127.0.0.1:{srv.port}/v1"
+            be = endpoint_backend(url, max_tokens=200, concurrency=2, timeout_s=60)
             remote = run_strategy("repair", msgs, be, judge, rounds=1)
+            be_ids = endpoint_backend(url, max_tokens=200, concurrency=2, timeout_s=60, copy_ids=True)
+            remote_ids = run_strategy("direct", msgs, be_ids, judge)
         finally:
             srv.stop()
     assert remote.code == local.code and remote.valid == local.valid
     assert remote.completion_tokens == local.completion_tokens and remote.rounds == local.rounds
+    # with the decoding rules asked for, the server decodes as the in-process engine does with them
+    assert remote_ids.code == local_ids.code and remote_ids.completion_tokens == local_ids.completion_tokens
 
 
 def test_cli_generate_over_endpoint(server, capsys):

@@ -372,3 +372,15 @@ def test_the_outbox_wakes_the_loop_once_for_a_steps_deltas_and_keeps_their_order
         assert (await asyncio.wait_for(pending, 2)).text == "late" and wakes == 2
 
     asyncio.run(main())
+
+
+def test_a_chat_request_can_ask_for_the_copy_ids_rules() -> None:
+    from airflow_net.serve.copy_ids import request_id_roles
+    from airflow_net.serve.server import ChatBody
+
+    request = "Need a DAG called `orders_sync`: `pull_orders` -> `load_orders`."
+    body = {"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": request},
+                         {"role": "user", "content": "fix it"}]}
+    assert ChatBody.model_validate(body).sampling(16).copy_ids == ()  # not asked: the model decodes freely
+    asked = ChatBody.model_validate(body | {"copy_ids": True}).sampling(16)
+    assert asked.copy_ids == request_id_roles(request)  # the first user turn is the request

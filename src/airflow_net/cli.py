@@ -63,7 +63,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         from airflow_net.generate.endpoint import endpoint_backend
 
         backend = endpoint_backend(endpoint, model=g.endpoint_model, max_tokens=args.max_tokens or g.max_tokens,
-                                   top_p=g.top_p, api_key_env=g.api_key_env, concurrency=g.endpoint_concurrency)
+                                   top_p=g.top_p, api_key_env=g.api_key_env, concurrency=g.endpoint_concurrency,
+                                   copy_ids=g.endpoint_copy_ids and not args.no_copy_ids)
     else:
         if not args.model:
             raise UserError("pass --model (a GGUF file) or --endpoint (an OpenAI-compatible base URL)")

@@ -29,8 +29,10 @@ class EndpointError(UserError):
 
 def endpoint_backend(url: str, *, model: str = "default", max_tokens: int = 768, top_p: float = 1.0,
                      api_key_env: str | None = None, concurrency: int = 4, attempts: int = 5,
-                     timeout_s: float = 120.0, backoff_s: float = 0.5) -> Any:
-    """``complete(conversations, temperature=, seed=)`` over ``{url}/chat/completions`` (url ends in /v1)."""
+                     timeout_s: float = 120.0, backoff_s: float = 0.5, copy_ids: bool = False) -> Any:
+    """``complete(conversations, temperature=, seed=)`` over ``{url}/chat/completions`` (url ends in /v1).
+    ``copy_ids`` asks the server for the decoding rules of ``generate.copy_ids`` (``"copy_ids": true`` in the
+    body: ``airflow-net serve`` applies them; other servers ignore the unknown field and decode freely)."""
     if concurrency < 1 or attempts < 1:
         raise ValueError("concurrency and attempts must be >= 1")
     headers = {"Content-Type": "application/json"}
@@ -44,6 +46,8 @@ def endpoint_backend(url: str, *, model: str = "default", max_tokens: int = 768,
     def one(messages: list[dict[str, str]], temperature: float, seed: int) -> dict[str, Any]:
         body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
                 "top_p": top_p, "seed": seed}
+        if copy_ids:
+            body["copy_ids"] = True
         last = ""
         for attempt in range(attempts):
             t0 = time.perf_counter()

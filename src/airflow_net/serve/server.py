@@ -59,6 +59,12 @@ class _Body(BaseModel):
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     logprobs: Any = None
     ignore_eos: bool = False  # llama-server's extension: generate exactly max_tokens (benchmarks)
+    # AirflowNet's extension (chat only): the decoding rules of generate.copy_ids (ids copied from the first user
+    # turn, brackets kept, names defined); what the in-process engine does, so an endpoint run answers the same
+    copy_ids: bool = False
+
+    def request_ids(self) -> tuple[str, ...]:
+        return ()
 
     @field_validator("stop")
     @classmethod
@@ -79,7 +85,7 @@ class _Body(BaseModel):
             max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
             min_p=self.min_p, seed=self.seed, stop=tuple(stops), ignore_eos=self.ignore_eos,
             repeat_penalty=self.repeat_penalty, presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty, logit_bias=tuple(bias),
+            frequency_penalty=self.frequency_penalty, logit_bias=tuple(bias), copy_ids=self.request_ids(),
         )
 
     def unsupported(self) -> None:
@@ -129,6 +135,13 @@ class ChatBody(_Body):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
+
+    def request_ids(self) -> tuple[str, ...]:
+        if not self.copy_ids:
+            return ()
+        from airflow_net.serve.copy_ids import request_id_roles
+
+        return request_id_roles(next((m.text() for m in self.messages if m.role == "user"), ""))
 
     def unsupported(self) -> None:
         super().unsupported()
