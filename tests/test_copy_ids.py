@@ -285,5 +285,8 @@ def test_owners_tags_callables_connections_and_other_dags_are_no_task_ids() -> N
             "`quality`.")
     assert request_id_roles(text) == ("dag:lead_scoring", "task:wait_for_load", "task:score_leads",
                                       "task:check_rows", "group:quality")
+    # a task named inside its group (`group.task`) stays a task, bare too
+    assert request_id_roles("DAG `a_b`: in TaskGroup `extract`: `extract.fetch_x`.") == (
+        "dag:a_b", "group:extract", "task:extract.fetch_x", "task:fetch_x")
     # an id named once as a task and once elsewhere stays a task
     assert "task:load_x" in request_id_roles("DAG `a_b`: `load_x`, then `report_y` calling `load_x`.")

@@ -74,5 +74,6 @@ def test_a_task_made_its_own_upstream_loses_the_repeat() -> None:
     assert sorted(f.code for f in before.errors) == ["DC102", "DC302"]  # chain is not imported either
     fixed = fix_source(source, airflow=3, report=before)
     assert fixed.report.ok and "    a >> b >> c\n    chain(c)\n" in fixed.source
+    assert fixed.deduped and fixed.fixes == [*fixed.added, "dropped the repeat in a task made its own upstream"]
     loop = source.replace("    a >> b >> b >> c\n    chain(c, c)\n", "    a >> b >> a\n")  # a real cycle: kept
     assert fix_source(loop, airflow=3).source == loop

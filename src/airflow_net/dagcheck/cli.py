@@ -127,8 +127,7 @@ def _fix_files(items: list[tuple[str, str]], airflow: int, conn_ids: set[str] | 
         if result.source != source:
             write_text(path, result.source)
             fixed += 1
-            what = ", ".join(result.added) or "a repeated dependency dropped"
-            print(f"fixed {name}: {what}", file=sys.stderr)
+            print(f"fixed {name}: {'; '.join(result.fixes)}", file=sys.stderr)
         out.append((name, result.source))
     if skipped:
         log.warning("--fix: %d entries are not .py files (JSONL rows): checked, not rewritten", skipped)

@@ -54,14 +54,15 @@ def _dedupe_dependencies(source: str, tree: ast.Module) -> str:
         value, new = node.value, None
         for op in (ast.RShift, ast.LShift):
             items = _operands(value, op)
-            if items and len(_drop_repeats(items)) < len(items):
-                kept = _drop_repeats(items)
+            kept = _drop_repeats(items) if items else []
+            if len(kept) < len(items or ()):
                 new = kept[0]
                 for item in kept[1:]:
                     new = ast.BinOp(left=new, op=op(), right=item)
-        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "chain"
-                and len(_drop_repeats(value.args)) < len(value.args)):
-            new = ast.Call(func=value.func, args=_drop_repeats(value.args), keywords=value.keywords)
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "chain":
+            kept = _drop_repeats(value.args)
+            if len(kept) < len(value.args):
+                new = ast.Call(func=value.func, args=kept, keywords=value.keywords)
         if new is not None and node.lineno == node.end_lineno:
             edits.append((node.lineno, node.col_offset, ast.unparse(ast.Expr(new))))
     for line, col, text in sorted(edits, reverse=True):
@@ -73,7 +74,13 @@ def _dedupe_dependencies(source: str, tree: ast.Module) -> str:
 class Fixed:
     source: str
     report: Report
-    added: list[str] = field(default_factory=list)  # the import lines added (empty: nothing fixed)
+    added: list[str] = field(default_factory=list)  # the import lines added
+    deduped: bool = False  # a task made its own upstream lost the repeat
+
+    @property
+    def fixes(self) -> list[str]:
+        """What was done, one line each (empty: the source is unchanged)."""
+        return [*self.added, *(["dropped the repeat in a task made its own upstream"] if self.deduped else [])]
 
 
 def _insert_at(tree: ast.Module) -> int:
@@ -90,8 +97,8 @@ def _insert_at(tree: ast.Module) -> int:
 
 
 def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -> Fixed:
-    """``source`` with the imports its DC102 findings name added; unchanged when there are none, when it does
-    not parse, or when adding them would not lower the error count."""
+    """``source`` with the fixes its findings name (module doc: DC102, DC103, DC302 ``a >> a``); unchanged when
+    there are none, when it does not parse, or when they would not lower the error count."""
     original = source
     report = report or check_source(source, airflow=airflow)
     lines = [m.group(1) for f in report.errors if f.code == "DC102" and f.hint and (m := _HINT.match(f.hint))]
@@ -127,4 +134,4 @@ def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -
     new = check_source(fixed, airflow=airflow)
     if len(new.errors) >= len(report.errors):
         return Fixed(original, report)
-    return Fixed(fixed, new, lines)
+    return Fixed(fixed, new, lines, deduped=self_loops)

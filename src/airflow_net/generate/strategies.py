@@ -27,7 +27,7 @@ Judge = Callable[[str], Report]
 
 def dagcheck_judge(airflow: int = 3, *, autofix: bool = False) -> Judge:
     """Judge one source with dagcheck's static tiers (no import, no execution). ``autofix``: every answer first
-    gets the imports its DC102 findings name (:func:`airflow_net.dagcheck.fix.fix_source`), and the fixed code
+    gets the fixes its findings name exactly (:func:`airflow_net.dagcheck.fix.fix_source`), and the fixed code
     is what is judged and returned."""
     from airflow_net.dagcheck.fix import fix_source
     from airflow_net.dagcheck.validate import validate_sources

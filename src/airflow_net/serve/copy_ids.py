@@ -132,14 +132,14 @@ def request_id_roles(text: str) -> tuple[str, ...]:
             groups.append(ident)
         elif _NOT_A_TASK_BEFORE.search(before):
             continue
-        named.add(ident)
+        named.update((ident, ident.rsplit(".", 1)[-1]))  # `group.task` names its task too
     ids = request_identifiers(text)
     if dag is None and ids:  # nothing says which: requests name the DAG first far more often than not
         dag = ids[0]
     tagged = []
     for ident in ids:
         role = "dag" if ident == dag else "group" if ident in groups else "task"
-        if role == "task" and ident not in named and ident.rsplit(".", 1)[0] not in named:
+        if role == "task" and ident not in named:
             continue  # only ever an owner, a tag, a callable, a connection or another DAG
         tagged.append(f"{role}:{ident}")
     return tuple(tagged)
@@ -306,8 +306,7 @@ class BracketGuard:
 
     def can_end(self, answer: str) -> bool:
         """May the answer end here: outside the code block, or in it with no bracket or string open."""
-        self._advance(answer)
-        mode, stack, _ = self._step(self._state, self._line, answer[self._seen:], strict=False)[0]
+        mode, stack, _ = self.state(answer)
         return mode in ("pre", "post", "comment") or (mode == "code" and not stack)
 
 
