@@ -262,6 +262,21 @@ def test_names_in_must_exist_places_are_ones_the_file_defined() -> None:
     assert not NameGuard().violates(FENCED + "x = PythonOperator(python_callable=", "_anything")
 
 
+def test_a_value_the_dag_body_assigns_calls_a_function_the_file_defined() -> None:
+    g = NameGuard()
+    head = FENCED + "import pendulum\nfrom airflow.sdk import dag, task\n\n\n@dag(schedule=None)\ndef d():\n"
+    body = head + "    @task\n    def extract():\n        return 1\n\n    raw = "
+    assert not g.violates(body, "extract()") and not g.violates(body, "ext")
+    assert g.violates(body, "summarize_health(") and g.violates(body + "extract", "ed()")  # never written
+    assert not g.violates(body, "len(") and not g.violates(body, "pendulum.now()")  # builtins, imports
+    assert not g.violates(body, "BashOperator(")  # an operator: autofix adds a forgotten import
+    # not the DAG's body: a helper's local value before the DAG, a deeper line, an argument
+    helper = FENCED + "def _f(rows):\n    out = "
+    assert not g.violates(helper, "rows")
+    assert not g.violates(body + "extract()\n    @task\n    def t(x):\n        y = ", "x + 1")
+    assert not g.violates(body + "extract(", "limit=anything")
+
+
 def test_the_constraint_rejects_an_end_or_a_control_token_inside_open_code(index: VocabIndex) -> None:
     c = IdConstraint(index, ("dag:sales_daily",), ends=(999,))
     assert c.rejects(FENCED + "x = f(", 999, "") and not c.rejects(FENCED + "x = f()\n```", 999, "")

@@ -77,3 +77,15 @@ def test_a_task_made_its_own_upstream_loses_the_repeat() -> None:
     assert fixed.deduped and fixed.fixes == [*fixed.added, "dropped the repeat in a task made its own upstream"]
     loop = source.replace("    a >> b >> b >> c\n    chain(c, c)\n", "    a >> b >> a\n")  # a real cycle: kept
     assert fix_source(loop, airflow=3).source == loop
+
+
+def test_a_repeat_that_only_shows_once_chain_is_imported_is_fixed_in_the_next_round() -> None:
+    # chain is not imported, so dagcheck cannot read chain(b, b) until the first round adds the import; the
+    # second round then drops the repeat
+    source = MISSING.replace("SQLExecuteQueryOperator(task_id=\"b\", conn_id=\"warehouse\", sql=\"SELECT 1\")",
+                             "EmptyOperator(task_id=\"b\")").replace("    chain(a, b, c)\n", "    chain(a, b, b, c)\n")
+    before = check_source(source, airflow=3)
+    assert [f.code for f in before.errors] == ["DC102"]
+    fixed = fix_source(source, airflow=3, report=before)
+    assert fixed.report.ok and check_source(fixed.source, airflow=3).ok
+    assert "    chain(a, b, c)\n" in fixed.source and fixed.deduped and len(fixed.added) == 1

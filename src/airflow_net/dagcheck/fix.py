@@ -98,9 +98,30 @@ def _insert_at(tree: ast.Module) -> int:
 
 def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -> Fixed:
     """``source`` with the fixes its findings name (module doc: DC102, DC103, DC302 ``a >> a``); unchanged when
-    there are none, when it does not parse, or when they would not lower the error count."""
-    original = source
-    report = report or check_source(source, airflow=airflow)
+    there are none, when it does not parse, or when they would not lower the error count.
+
+    A fix can bring out a finding the next one fixes: with ``chain`` imported, dagcheck reads ``chain(a, a)``
+    and reports the cycle it could not see before. So the fixes run again on the fixed file (at most
+    ``_ROUNDS`` rounds, until a round changes nothing), and the round with the fewest errors is kept, the
+    earliest of equals, if it has fewer than the original."""
+    original = report or check_source(source, airflow=airflow)
+    best = Fixed(source, original)
+    current = best
+    for _ in range(_ROUNDS):
+        step = _fix_once(current.source, airflow, current.report)
+        if step is None or step.source == current.source:
+            break
+        current = Fixed(step.source, step.report, [*current.added, *step.added], current.deduped or step.deduped)
+        if len(current.report.errors) < len(best.report.errors):
+            best = current
+    return best
+
+
+_ROUNDS = 3
+
+
+def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
+    """One round of the fixes the findings name; None: nothing to fix, or the file does not parse."""
     lines = [m.group(1) for f in report.errors if f.code == "DC102" and f.hint and (m := _HINT.match(f.hint))]
     moved: dict[int, set[str]] = {}  # line of an unknown import -> the names that leave it
     for f in report.errors:
@@ -112,14 +133,14 @@ def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -
     lines = list(dict.fromkeys(lines))
     self_loops = any(f.code == "DC302" and _SELF_LOOP.search(f.message) for f in report.errors)
     if not lines and not self_loops:
-        return Fixed(source, report)
+        return None
     try:
         tree = ast.parse(source)
         if self_loops:
             source = _dedupe_dependencies(source, tree)
             tree = ast.parse(source)
     except (SyntaxError, ValueError):
-        return Fixed(original, report)
+        return None
     out = source.split("\n")
     at = _insert_at(tree)
     for node in sorted((n for n in tree.body if isinstance(n, ast.ImportFrom) and n.lineno in moved),
@@ -131,7 +152,4 @@ def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -
             at -= node.end_lineno - node.lineno + 1 - len(new)
     out[at:at] = lines
     fixed = "\n".join(out)
-    new = check_source(fixed, airflow=airflow)
-    if len(new.errors) >= len(report.errors):
-        return Fixed(original, report)
-    return Fixed(fixed, new, lines, deduped=self_loops)
+    return Fixed(fixed, check_source(fixed, airflow=airflow), lines, deduped=self_loops)

@@ -25,7 +25,9 @@ A place the request has no id for (the model started a name that is not a prefix
 from __future__ import annotations
 
 import bisect
+import builtins
 import itertools
+import keyword
 import re
 from collections.abc import Callable, Iterable, Sequence
 
@@ -328,6 +330,14 @@ _NAME_PLACES = (
     ("task", re.compile(rf"\bchain\([ \t\n]*(?:\[?[ \t\n]*(?:{_W}[ \t\n]*,[ \t\n]*)*{_W}[ \t\n]*\]?[ \t\n]*,[ \t\n]*)*"
                         rf"\[?[ \t\n]*(?:{_W}[ \t\n]*,[ \t\n]*)*$")),
 )
+# A value assigned in the DAG's body (four spaces in, once the DAG is opened: `raw = extract()`, TaskFlow's way
+# of making a task) that starts with a lower-case name: that name must be one the file defined, imported or a
+# Python builtin. The tiny model called TaskFlow functions it never wrote (`x = summarize_health()`: DC101);
+# stopped there it calls one it did write. A capitalised name (an operator) is left alone: the model forgets
+# operator imports, which autofix adds (the measured reason the rule is not applied to every right-hand side).
+_VALUE_PLACE = re.compile(rf"(?:^|\n) {{4}}{_W}[ \t]*=[ \t]*$")
+_DAG_OPENED = re.compile(r"(?m)^(?:with[ \t]+(?:models\.)?DAG\(|@dag\b)")
+_PY_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins))
 _WORD = re.compile(rf"(?<![A-Za-z0-9_.]){_W}")
 _WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -358,7 +368,8 @@ class NameGuard:
                         else:
                             got[kind].add(g)
             callables = got["def"] | got["imported"]
-            self._names = {"callable": frozenset(callables), "task": frozenset(got["assigned"])}
+            self._names = {"callable": frozenset(callables), "task": frozenset(got["assigned"]),
+                           "value": frozenset(callables | got["assigned"]) | _PY_WORDS}
             self._answer = answer
         return self._names
 
@@ -377,7 +388,10 @@ class NameGuard:
 
     def _check(self, before: str, word: str, whole: bool) -> bool:
         tail = before[-_TAIL:]
-        for kind, rx in _NAME_PLACES:
+        places = _NAME_PLACES
+        if word[:1].islower() and _VALUE_PLACE.search(tail) and _DAG_OPENED.search(before):
+            places = (("value", _VALUE_PLACE), *places)
+        for kind, rx in places:
             if rx.search(tail):
                 names = self.names(before)[kind]
                 if not names:
