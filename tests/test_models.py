@@ -31,7 +31,14 @@ from airflow_net.models.base import (
     save_base,
     train_split_conversations,
 )
-from airflow_net.models.sft import build_trainer, history_csv, load_sft_rows, resolve_unsloth, train_lora
+from airflow_net.models.sft import (
+    build_trainer,
+    history_csv,
+    load_sft_rows,
+    resolve_unsloth,
+    tokens_trained,
+    train_lora,
+)
 from airflow_net.models.tokenizer import (
     ENDOFTEXT,
     IM_END,
@@ -357,12 +364,36 @@ def test_sft_loss_goes_down_and_lora_weights_change(base_dir, tmp_path) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_path_trains_in_bf16_without_unsloth(base_dir, tmp_path) -> None:
+    # before the Unsloth test: importing unsloth patches transformers and TRL for the rest of the process (the
+    # train stage is one process and decides first); run after it, on an H200, this one saved no adapter weights
+    rows = make_sft_rows(12)
+    r = train_lora(base_dir, rows[:10], rows[10:], tmp_path / "adapter", train=micro_train_params(max_steps=4),
+                   lora=micro_lora_params(), seed=0, use_unsloth=False)
+    assert not r.unsloth and r.steps == 4 and r.train_tokens > 0
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_unsloth_path_trains(base_dir, tmp_path) -> None:
     pytest.importorskip("unsloth")
     rows = make_sft_rows(12)
     r = train_lora(base_dir, rows[:10], rows[10:], tmp_path / "adapter", train=micro_train_params(max_steps=4),
                    lora=micro_lora_params(), seed=0, use_unsloth=True)
-    assert r.unsloth and r.steps == 4 and (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert r.unsloth and r.steps == 4 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert r.train_tokens > 0  # Unsloth's trainer logs no num_tokens: counted from the dataset
+
+
+def test_tokens_trained_counts_the_rows_the_steps_consumed() -> None:
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=3, world_size=1)
+    trainer = SimpleNamespace(train_dataset=Dataset.from_dict({"input_ids": [[1, 2, 3, 4], [5, 6]]}), args=args)
+    assert tokens_trained(trainer, 5) == 5 * 2 * 3 * 3.0  # 30 rows of mean length 3
+    assert tokens_trained(SimpleNamespace(train_dataset=None, args=args), 5) == 0.0
 
 
 # --- the stage scripts, for real -----------------------------------------------------------------------------

@@ -382,6 +382,10 @@ def train_lora(
         t0 = time.perf_counter()
         out = trainer.train()
         seconds = time.perf_counter() - t0
+        tokens = history.num_tokens
+        if not tokens:
+            tokens = tokens_trained(trainer, int(out.global_step))
+            log.info("the trainer logged no token count: %s tokens, estimated from the train dataset", f"{tokens:,.0f}")
         is_main = trainer.is_world_process_zero()
         if is_main:
             out_dir = Path(out_dir)
@@ -406,7 +410,7 @@ def train_lora(
         steps=steps,
         seconds=seconds,
         eval_seconds=history.eval_seconds,
-        train_tokens=history.num_tokens,
+        train_tokens=tokens,
         trainable_params=trainable,
         total_params=total,
         train_examples=len(train_rows),
@@ -414,6 +418,21 @@ def train_lora(
         unsloth=use_unsloth,
         is_main=is_main,
     )
+
+
+def tokens_trained(trainer, steps: int) -> float:
+    """Tokens trained on, counted from the tokenized train dataset, for when the trainer logged no
+    ``num_tokens`` (Unsloth's patched trainer does not, and a run shorter than ``logging_steps`` logs nothing):
+    the rows ``steps`` consumed (per-device batch x accumulation x processes each) at the dataset's mean row
+    length. Packed rows are nearly all ``max_seq_len`` long: 10 steps of the default run, counted by TRL
+    78,153, estimated 76,076."""
+    ds = getattr(trainer, "train_dataset", None)
+    if ds is None or not len(ds) or "input_ids" not in ds.column_names:
+        return 0.0
+    lengths = [len(ids) for ids in ds["input_ids"]]
+    args = trainer.args
+    rows = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    return float(rows * sum(lengths) / len(lengths))
 
 
 def history_csv(history: Sequence[dict[str, Any]]) -> str:
