@@ -270,6 +270,7 @@ def test_a_value_the_dag_body_assigns_calls_a_function_the_file_defined() -> Non
     assert g.violates(body, "summarize_health(") and g.violates(body + "extract", "ed()")  # never written
     assert not g.violates(body, "len(") and not g.violates(body, "pendulum.now()")  # builtins, imports
     assert not g.violates(body, "BashOperator(")  # an operator: autofix adds a forgotten import
+    assert g.violates(body, "raw()") and not g.violates(body + "raw()\n    later = ", "raw")  # not yet, then defined
     # not the DAG's body: a helper's local value before the DAG, a deeper line, an argument
     helper = FENCED + "def _f(rows):\n    out = "
     assert not g.violates(helper, "rows")

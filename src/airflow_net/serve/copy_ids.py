@@ -349,11 +349,11 @@ class NameGuard:
     choose among the defined ones. A place with nothing defined for it is left alone."""
 
     def __init__(self) -> None:
-        self._answer: str | None = None
-        self._names: dict[str, frozenset[str]] = {}
+        self._names: dict[str, dict[str, frozenset[str]]] = {}  # the last few texts asked about (the answer so
+        # far, and the same up to its current line for a value place)
 
     def names(self, answer: str) -> dict[str, frozenset[str]]:
-        if answer != self._answer:
+        if answer not in self._names:
             got: dict[str, set[str]] = {k: set() for k in _DEFINED}
             for kind, rx in _DEFINED.items():
                 for m in rx.finditer(answer):
@@ -368,10 +368,11 @@ class NameGuard:
                         else:
                             got[kind].add(g)
             callables = got["def"] | got["imported"]
-            self._names = {"callable": frozenset(callables), "task": frozenset(got["assigned"]),
-                           "value": frozenset(callables | got["assigned"]) | _PY_WORDS}
-            self._answer = answer
-        return self._names
+            if len(self._names) >= 4:
+                self._names.pop(next(iter(self._names)))
+            self._names[answer] = {"callable": frozenset(callables), "task": frozenset(got["assigned"]),
+                                   "value": frozenset(callables | got["assigned"]) | _PY_WORDS}
+        return self._names[answer]
 
     def violates(self, answer: str, piece: str) -> bool:
         """Would ``piece`` write (part of) a name in a must-exist place that no defined name is or starts with?
@@ -393,7 +394,8 @@ class NameGuard:
             places = (("value", _VALUE_PLACE), *places)
         for kind, rx in places:
             if rx.search(tail):
-                names = self.names(before)[kind]
+                # a value's names are those defined before its own line: `x = x()` reads x before it exists
+                names = self.names(before[: before.rfind("\n") + 1] if kind == "value" else before)[kind]
                 if not names:
                     return False
                 if whole:
