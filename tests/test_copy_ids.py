@@ -12,6 +12,7 @@ from airflow_net.serve.copy_ids import (
     VocabIndex,
     apply_rule,
     constrained_argmax,
+    request_group_members,
     request_id_roles,
     request_identifiers,
 )
@@ -198,7 +199,8 @@ def test_a_canonical_request_says_what_each_id_names() -> None:
     text = ("dag vacuum_mart_tables | schedule @weekly | vacuum.vacuum_inventory[SQLExecuteQuery] >> "
             "done[Empty] ; vacuum.vacuum_leads[SQLExecuteQuery] >> done")
     assert request_id_roles(text) == ("dag:vacuum_mart_tables", "group:vacuum", "task:vacuum_inventory",
-                                      "task:done", "task:vacuum_leads")
+                                      "task:done", "task:vacuum_leads", "member:vacuum.vacuum_inventory",
+                                      "member:vacuum.vacuum_leads")
     # not the grammar (a person's text that starts like it): the prose rules
     assert request_id_roles("dag orders_sync, daily: `pull_orders`") == ("dag:orders_sync", "task:pull_orders")
 
@@ -300,9 +302,78 @@ def test_owners_tags_callables_connections_and_other_dags_are_no_task_ids() -> N
             "SQLCheckOperator on the `analytics_db` connection. Put `check_rows` in a task group with group_id "
             "`quality`.")
     assert request_id_roles(text) == ("dag:lead_scoring", "task:wait_for_load", "task:score_leads",
-                                      "task:check_rows", "group:quality")
+                                      "task:check_rows", "group:quality", "member:quality.check_rows")
     # a task named inside its group (`group.task`) stays a task, bare too
     assert request_id_roles("DAG `a_b`: in TaskGroup `extract`: `extract.fetch_x`.") == (
-        "dag:a_b", "group:extract", "task:extract.fetch_x", "task:fetch_x")
+        "dag:a_b", "group:extract", "task:extract.fetch_x", "task:fetch_x", "member:extract.fetch_x")
     # an id named once as a task and once elsewhere stays a task
     assert "task:load_x" in request_id_roles("DAG `a_b`: `load_x`, then `report_y` calling `load_x`.")
+
+
+# ---- task groups --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sentence", [
+    "Put `load_a` and `load_b` in a TaskGroup called `load`.",
+    "Group `load_a` and `load_b` under a task group `load`.",
+    "`load_a` and `load_b` belong in the `load` task group.",
+    "Wrap `load_a` and `load_b` in a TaskGroup with group_id `load`.",
+    "Groups: `load_a`, `load_b` in TaskGroup `load`; `check_c` in TaskGroup `checks`.",
+])
+def test_a_request_says_which_tasks_go_in_which_group(sentence: str) -> None:
+    text = f"DAG `d_x` daily: `start_x` -> `load_a` -> `load_b` -> `check_c`. {sentence}"
+    roles = request_id_roles(text)
+    assert "group:load" in roles and "member:load.load_a" in roles and "member:load.load_b" in roles
+    assert "member:load.start_x" not in roles and "member:load.check_c" not in roles
+    # the noiser's ways: a dotted id, or the group in parentheses after the task; two groups in one clause say
+    # nothing about which task is where
+    assert request_group_members("then load.load_a and load_b (in group load)", ["load"], ["load_a", "load_b"]) \
+        == {"load_a": "load", "load_b": "load"}
+    assert request_group_members("use taskgroups: `load`, `checks` for `load_a` and `check_c`",
+                                 ["load", "checks"], ["load_a", "check_c"]) == {}
+
+
+GROUPED = ("dag:d_x", "group:load", "task:start_x", "task:load_a", "task:load_b", "task:end_x",
+           "member:load.load_a", "member:load.load_b")
+BODY = FENCED + "from airflow.sdk import DAG, TaskGroup\n\nwith DAG(dag_id=\"d_x\") as dag:\n"
+
+
+def _text(index: VocabIndex, rule) -> set[str]:
+    return {index.text(int(t)) for t in rule[1]}
+
+
+def test_the_next_requested_task_in_a_group_opens_its_group_first() -> None:
+    target = '    with TaskGroup("load") as load:\n'
+    index = VocabIndex(["    ", "    with", " TaskGroup", '("load")', " as", " load", ":\n", "    x", "\n", "start"])
+    c = IdConstraint(index, GROUPED)
+    # start_x is next and in no group: nothing forced
+    assert c.allowed(BODY) is None
+    after_start = BODY + '    start_x = EmptyOperator(task_id="start_x")\n'
+    kind, allowed = c.allowed(after_start)  # load_a is next: the group's opening line, token by token
+    assert kind == "allow" and _text(index, (kind, allowed)) == {"    ", "    with"}
+    written = after_start
+    for piece in ("    with", " TaskGroup", '("load")', " as", " load"):
+        assert piece in _text(index, c.allowed(written))
+        written += piece
+    assert _text(index, c.allowed(written)) == {":\n"} and written + ":\n" == after_start + target
+    # inside the block the task places take the group's members, outside the others
+    inside = after_start + target + '        a = X(task_id="'
+    assert c._unused(inside, "task") == ("load_a", "load_b")
+    outside = after_start + target + '        a = X(task_id="load_a")\n        b = X(task_id="load_b")\n    e = X(task_id="'
+    assert c._unused(outside, "task") == ("end_x",)
+    # once the members are written in it, the next statement leaves the block; a bracket's next line may not
+    done = after_start + target + '        a = X(task_id="load_a")\n        b = X(task_id="load_b")\n'
+    assert c.violates(done, "        c") and not c.violates(done, "    e = X(")
+    still_open = after_start + target + '        a = X(task_id="load_a")\n        b = X(\n            task_id="load_b",\n'
+    assert not c.violates(still_open, "            retries=1")
+    half = after_start + target + '        a = X(task_id="load_a")\n'
+    assert not c.violates(half, "        b")  # load_b is still to come
+
+
+def test_a_statement_is_not_deeper_than_the_one_before_unless_that_opened_a_block() -> None:
+    c = IdConstraint(VocabIndex(["x"]), GROUPED)
+    left = BODY + '    with TaskGroup("load") as load:\n        a = X(\n            task_id="load_a",\n        )\n    e = X(\n        task_id="end_x",\n        )\n'
+    assert c.violates(left, "        a >> e") and not c.violates(left, "    a >> e")  # "unexpected indent"
+    assert not c.violates(BODY + "    @task\n    def f():\n", "        return 1")  # after `:`, deeper
+    # requests without groups are left as they were
+    assert not IdConstraint(VocabIndex(["x"]), ("dag:d_x", "task:a_x")).violates(left, "        a >> e")
