@@ -89,3 +89,26 @@ def test_a_repeat_that_only_shows_once_chain_is_imported_is_fixed_in_the_next_ro
     fixed = fix_source(source, airflow=3, report=before)
     assert fixed.report.ok and check_source(fixed.source, airflow=3).ok
     assert "    chain(a, b, c)\n" in fixed.source and fixed.deduped and len(fixed.added) == 1
+
+
+def test_an_xcom_pull_of_a_grouped_task_by_its_bare_id_gets_the_full_id() -> None:
+    source = '''from airflow.sdk import DAG, TaskGroup
+from airflow.providers.standard.operators.python import PythonOperator
+
+
+def _load(ti):
+    return ti.xcom_pull(task_ids="download")
+
+
+with DAG(dag_id="d", schedule=None):
+    with TaskGroup("extract") as extract:
+        download = PythonOperator(task_id="download", python_callable=print)
+    load = PythonOperator(task_id="load", python_callable=_load)
+    extract >> load
+'''
+    before = check_source(source, airflow=3)
+    assert [f.code for f in before.errors] == ["DC303"]  # Airflow's DagBag reports it too (airflow tier)
+    fixed = fix_source(source, airflow=3, report=before)
+    assert fixed.report.ok and 'ti.xcom_pull(task_ids="extract.download")' in fixed.source
+    assert fixed.fixes == ["XCom pull on line 6: 'download' -> 'extract.download'"]
+    assert fixed.source.replace("extract.download", "download") == source  # nothing else touched

@@ -6,6 +6,8 @@
   DAG`` -> ``Use `from airflow import DAG```): the name leaves the unknown import and the hinted line is added.
 - DC302 a task made its own upstream (``a >> a``, ``chain(a, a)``: a small model repeats a name): the
   repeated name is dropped from that dependency statement.
+- DC303 an XCom pull of a grouped task by its bare id, whose hint names the full one (``task_ids="load"`` for
+  the task ``load`` inside TaskGroup ``extract``): the id on that line becomes ``extract.load``.
 
 :func:`fix_source` then checks the result: the fixed source is returned only when it has fewer errors than the
 original (never a worse file). Like ``ruff --fix`` for two rules: deterministic, no model, no import or run of
@@ -25,6 +27,8 @@ _HINT = re.compile(r"^Add `((?:from [\w.]+ )?import [\w., ]+)`$")
 _UNKNOWN = re.compile(r"^`from ([\w.]+) import (\w+)(?: as (\w+))?`")  # DC103's message: the import as written
 _USE = re.compile(r"^Use `(from [\w.]+ import \w+)`$")
 _SELF_LOOP = re.compile(r"cycle: ([\w.]+) >> \1$")
+_PULLED = re.compile(r"^xcom_pull\(task_ids='([\w.\-]+)'\)")  # DC303's message
+_FULL_ID = re.compile(r"^Did you mean '([\w.\-]+)' \(the full id")
 
 
 def _operands(node: ast.expr, op: type) -> list[ast.expr] | None:
@@ -76,11 +80,13 @@ class Fixed:
     report: Report
     added: list[str] = field(default_factory=list)  # the import lines added
     deduped: bool = False  # a task made its own upstream lost the repeat
+    renamed: list[str] = field(default_factory=list)  # "line N: 'x' -> 'g.x'" for XCom pulls given the full id
 
     @property
     def fixes(self) -> list[str]:
         """What was done, one line each (empty: the source is unchanged)."""
-        return [*self.added, *(["dropped the repeat in a task made its own upstream"] if self.deduped else [])]
+        return [*self.added, *(["dropped the repeat in a task made its own upstream"] if self.deduped else []),
+                *(f"XCom pull on {r}" for r in self.renamed)]
 
 
 def _insert_at(tree: ast.Module) -> int:
@@ -111,7 +117,8 @@ def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -
         step = _fix_once(current.source, airflow, current.report)
         if step is None or step.source == current.source:
             break
-        current = Fixed(step.source, step.report, [*current.added, *step.added], current.deduped or step.deduped)
+        current = Fixed(step.source, step.report, [*current.added, *step.added], current.deduped or step.deduped,
+                        [*current.renamed, *step.renamed])
         if len(current.report.errors) < len(best.report.errors):
             best = current
     return best
@@ -132,7 +139,9 @@ def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
             lines.append(u.group(1) + (f" as {m.group(3)}" if m.group(3) else ""))
     lines = list(dict.fromkeys(lines))
     self_loops = any(f.code == "DC302" and _SELF_LOOP.search(f.message) for f in report.errors)
-    if not lines and not self_loops:
+    pulls = [(f.line, m.group(1), h.group(1)) for f in report.errors
+             if f.code == "DC303" and f.line and f.hint and (m := _PULLED.match(f.message)) and (h := _FULL_ID.match(f.hint))]
+    if not lines and not self_loops and not pulls:
         return None
     try:
         tree = ast.parse(source)
@@ -142,6 +151,14 @@ def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
     except (SyntaxError, ValueError):
         return None
     out = source.split("\n")
+    renamed = []
+    for line, bare, full in pulls:  # the same number of lines: the import lines are added after this
+        if 0 < line <= len(out):
+            new = re.sub(rf"""(["']){re.escape(bare)}\1""", lambda m, full=full: m.group(1) + full + m.group(1),
+                         out[line - 1])
+            if new != out[line - 1]:
+                out[line - 1] = new
+                renamed.append(f"line {line}: {bare!r} -> {full!r}")
     at = _insert_at(tree)
     for node in sorted((n for n in tree.body if isinstance(n, ast.ImportFrom) and n.lineno in moved),
                        key=lambda n: -n.lineno):  # bottom up: earlier line numbers stay right
@@ -152,4 +169,4 @@ def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
             at -= node.end_lineno - node.lineno + 1 - len(new)
     out[at:at] = lines
     fixed = "\n".join(out)
-    return Fixed(fixed, check_source(fixed, airflow=airflow), lines, deduped=self_loops)
+    return Fixed(fixed, check_source(fixed, airflow=airflow), lines, deduped=self_loops, renamed=renamed)

@@ -227,8 +227,12 @@ def check_xcom(facts: names_mod.NameAnalyzer, interp: Interpreter) -> list[Findi
     known = {t.task_id for t in all_tasks}
     # Tasks of operators the model does not resolve (a package outside the index) still have their ids:
     # any constant `task_id=` in the file may name one.
+    # A literal that is the last part of a grouped task's full id is that task's own `task_id=` (a pull must use
+    # the full id, `group.task`), not another task's: Airflow's DagBag reports such a pull (DC303, airflow tier).
+    grouped = {k.rsplit(".", 1)[-1] for k in known if k and "." in k}
     known |= {k.value.value for c in facts.calls for k in c.keywords
-              if k.arg == "task_id" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)}
+              if k.arg == "task_id" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)
+              and k.value.value not in grouped}
     out = []
     calls: list[tuple[ast.Call, ast.AST]] = [
         (c, c) for c in facts.calls if isinstance(c.func, ast.Attribute) and c.func.attr == "xcom_pull"]
