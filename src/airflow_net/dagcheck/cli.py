@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-mb", type=int, default=1024, help="airflow engine: memory per file (default 1024)")
     p.add_argument("--fix", action="store_true",
                    help="rewrite .py files with the fixes dagcheck can name exactly (the import a DC102/DC103 hint "
-                   "gives, `a >> a`), where the file then has fewer errors; then report")
+                   "gives, `a >> a`, a grouped task's full id in an XCom pull), where the file then has fewer "
+                   "errors; then report")
     p.add_argument("--exit-zero", action="store_true", help="exit 0 even when errors are found")
     p.add_argument("--list-codes", action="store_true", help="print the table of codes and exit")
 
