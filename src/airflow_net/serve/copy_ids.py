@@ -112,6 +112,20 @@ def _statement_indent(head: str) -> int | None:
     return None
 
 
+def _used_ids(text: str) -> set[str]:
+    """The ids every closed place in ``text`` holds."""
+    return {m.group("p") for rx in (_CLOSED_STRING, _CLOSED_DEF) for m in rx.finditer(text)}
+
+
+def _last_line(text: str) -> tuple[str, str, int] | None:
+    """(the text up to its last line, that line, the line's indentation); None: one line only."""
+    k = text.rfind("\n")
+    if k < 0:
+        return None
+    line = text[k + 1:]
+    return text[: k + 1], line, len(line) - len(line.lstrip(" \t"))
+
+
 def _last_with(text: str) -> re.Match | None:
     """The last ``with TaskGroup("g")`` line in ``text``."""
     return next(reversed(list(_TG_WITH.finditer(text))), None)
@@ -525,7 +539,7 @@ class IdConstraint:
         reports, DC301; one more task of the model's own is not)."""
         if not self.roles[role]:
             return ()
-        used = {m.group("p") for rx in (_CLOSED_STRING, _CLOSED_DEF) for m in rx.finditer(answer)}
+        used = _used_ids(answer)
         ids = tuple(i for i in self.roles[role] if i not in used)
         if role == "task" and self.member_of and ids:
             group = _group_block(answer)  # inside a group's block its members, outside the others; when
@@ -543,7 +557,7 @@ class IdConstraint:
                 and _group_block(head) is None):
             mode, stack, _ = self._heads.state(head)
             if mode == "code" and not stack:
-                used = {m.group("p") for rx in (_CLOSED_STRING, _CLOSED_DEF) for m in rx.finditer(head)}
+                used = _used_ids(head)
                 nxt = next((t for t in self.roles["task"] if t not in used), None)
                 group = self.member_of.get(nxt or "")
                 if group and not re.search(rf"""TaskGroup\([ \t]*(?:group_id[ \t]*=[ \t]*)?["']{re.escape(group)}["']""", head):
@@ -555,12 +569,10 @@ class IdConstraint:
     def _overindented(self, answer: str, piece: str) -> bool:
         """A statement deeper than the one before it, which did not open a block (``:``): Python's
         "unexpected indent"."""
-        text = answer + piece
-        k = text.rfind("\n")
-        if k < 0:
+        got = _last_line(answer + piece)
+        if got is None:
             return False
-        head, line = text[: k + 1], text[k + 1:]
-        lead = len(line) - len(line.lstrip(" \t"))
+        head, line, lead = got
         if "`" in line[: lead + 1]:  # the closing fence
             return False
         key = ("i", head)
@@ -576,12 +588,10 @@ class IdConstraint:
         """Inside a group's block whose requested members are all written in it, a new statement leaves the
         block: a piece that starts a line deeper than the ``with`` (a statement, not a bracket's next line)
         breaks the rule."""
-        text = answer + piece
-        k = text.rfind("\n")
-        if k < 0:
+        got = _last_line(answer + piece)
+        if got is None:
             return False
-        head, line = text[: k + 1], text[k + 1:]
-        lead = len(line) - len(line.lstrip(" \t"))
+        head, _, lead = got
         m = _last_with(head)
         if m is None or lead <= len(m.group("ind")) or _group_block(head) != m.group("g"):
             return False
@@ -589,8 +599,7 @@ class IdConstraint:
         if mode != "code" or stack:
             return False
         members = [t for t, g in self.member_of.items() if g == m.group("g")]
-        inside = head[m.end():]
-        used = {u.group("p") for rx in (_CLOSED_STRING, _CLOSED_DEF) for u in rx.finditer(inside)}
+        used = _used_ids(head[m.end():])
         return bool(members) and all(t in used for t in members)
 
     def _complete(self, partial: str, close: str, ids: tuple[str, ...], lead: str = "") -> np.ndarray | None:
