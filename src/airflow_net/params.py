@@ -225,7 +225,7 @@ class GenerateParams(_Section):
     # the answer's dag/task/group ids are copied from the identifiers the request names (a decoding constraint)
     copy_ids: bool = True
     endpoint_copy_ids: bool = False  # ask the endpoint for copy_ids' rules ("copy_ids": true): airflow-net serve only
-    autofix: bool = True  # dagcheck adds the imports its DC102 findings name, before an answer is judged
+    autofix: bool = True  # dagcheck's exact fixes (dagcheck.fix.fix_source, in rounds) before an answer is judged
     # generation strategy (airflow_net.generate.strategies.STRATEGIES): what `airflow-net generate` uses by default
     strategy: Literal["direct", "best_of_n", "repair", "best_of_n_repair", "templated", "reformulated"] = "templated"
     # templated: what answers a request that does not render (not canonical, nor its reformulation)

@@ -10,8 +10,8 @@
   the task ``load`` inside TaskGroup ``extract``): the id on that line becomes ``extract.load``.
 
 :func:`fix_source` then checks the result: the fixed source is returned only when it has fewer errors than the
-original (never a worse file). Like ``ruff --fix`` for two rules: deterministic, no model, no import or run of
-the code.
+original (never a worse file). Like ``ruff --fix`` for these four rules: deterministic, no model, no import or
+run of the code.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _insert_at(tree: ast.Module) -> int:
 
 
 def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -> Fixed:
-    """``source`` with the fixes its findings name (module doc: DC102, DC103, DC302 ``a >> a``); unchanged when
+    """``source`` with the fixes its findings name (module doc: DC102, DC103, DC302, DC303); unchanged when
     there are none, when it does not parse, or when they would not lower the error count.
 
     A fix can bring out a finding the next one fixes: with ``chain`` imported, dagcheck reads ``chain(a, a)``

@@ -87,7 +87,9 @@ _NOT_A_TASK_BEFORE = re.compile(
 _GROUP_OPENED = re.compile(r"(?:\n[ \t]+with\b|\bTaskGroup[ \t]*\(|@task_group\b)")
 
 
-_TG_WITH = re.compile(r"""(?m)^(?P<ind>[ \t]*)with[ \t]+TaskGroup\([ \t]*(?:group_id[ \t]*=[ \t]*)?["'](?P<g>[\w.\-]+)["']""")
+_TG_CALL = r"""TaskGroup\([ \t]*(?:group_id[ \t]*=[ \t]*)?["'](?P<g>[\w.\-]+)["']"""  # a group opened, its id
+_TG_WITH = re.compile(r"(?m)^(?P<ind>[ \t]*)with[ \t]+" + _TG_CALL)
+_TG_ANY = re.compile(_TG_CALL)
 
 
 _STRINGS = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
@@ -531,7 +533,8 @@ class IdConstraint:
         self.names = NameGuard()
         self._cache: dict[tuple, np.ndarray | None] = {}
         self._heads = BracketGuard()  # the state at line starts (a second guard: the answer's own reads ahead)
-        self._forced: dict[str, str | None] = {}
+        self._forced: dict[str, str | None] = {}  # line start -> the line that must come there
+        self._limits: dict[str, int | None] = {}  # line start -> how deep the statement there may go
 
     def _unused(self, answer: str, role: str) -> tuple[str, ...]:
         """The ids of this role no earlier place in the answer holds; empty: the request named none of this
@@ -560,7 +563,7 @@ class IdConstraint:
                 used = _used_ids(head)
                 nxt = next((t for t in self.roles["task"] if t not in used), None)
                 group = self.member_of.get(nxt or "")
-                if group and not re.search(rf"""TaskGroup\([ \t]*(?:group_id[ \t]*=[ \t]*)?["']{re.escape(group)}["']""", head):
+                if group and all(m.group("g") != group for m in _TG_ANY.finditer(head)):
                     var = group if group.isidentifier() and not keyword.iskeyword(group) else "group"
                     line = f'    with TaskGroup("{group}") as {var}:\n'
         self._forced[head] = line
@@ -575,11 +578,10 @@ class IdConstraint:
         head, line, lead = got
         if "`" in line[: lead + 1]:  # the closing fence
             return False
-        key = ("i", head)
-        if key not in self._cache:
+        if head not in self._limits:
             mode, stack, _ = self._heads.state(head)
-            self._cache[key] = _statement_indent(head) if mode == "code" and not stack and _FENCE in head else None
-        limit = self._cache[key]
+            self._limits[head] = _statement_indent(head) if mode == "code" and not stack and _FENCE in head else None
+        limit = self._limits[head]
         if limit is None:
             return False
         return lead > limit
