@@ -346,8 +346,8 @@ def test_the_next_requested_task_in_a_group_opens_its_group_first() -> None:
     target = '    with TaskGroup("load") as load:\n'
     index = VocabIndex(["    ", "    with", " TaskGroup", '("load")', " as", " load", ":\n", "    x", "\n", "start"])
     c = IdConstraint(index, GROUPED)
-    # start_x is next and in no group: nothing forced
-    assert c.allowed(BODY) is None
+    # start_x is next and in no group: its assignment is forced, not a group
+    assert c._forced_line(BODY) == "    start_x = "
     after_start = BODY + '    start_x = EmptyOperator(task_id="start_x")\n'
     kind, allowed = c.allowed(after_start)  # load_a is next: the group's opening line, token by token
     assert kind == "allow" and _text(index, (kind, allowed)) == {"    ", "    with"}
@@ -368,6 +368,30 @@ def test_the_next_requested_task_in_a_group_opens_its_group_first() -> None:
     assert not c.violates(still_open, "            retries=1")
     half = after_start + target + '        a = X(task_id="load_a")\n'
     assert not c.violates(half, "        b")  # load_b is still to come
+
+
+def test_each_requested_task_is_assigned_in_the_requests_order_before_anything_else() -> None:
+    c = IdConstraint(VocabIndex(["    ", "    start", "_x", " =", "x"]), GROUPED)
+    # the DAG's body starts with the first requested task's assignment, token by token
+    assert {c.index.text(int(t)) for t in c.allowed(BODY)[1]} == {"    ", "    start"}
+    kind, toks = c.allowed(BODY + "    start")
+    assert kind == "allow" and {c.index.text(int(t)) for t in toks} == {"_x"}
+    assert c.allowed(BODY + "    start_x = ") is None  # then the model writes the operator
+    # after the group, the next ungrouped task: written tasks (by a task_id place) are skipped, in any order
+    grouped = (BODY + '    start_x = X(task_id="start_x")\n    with TaskGroup("load") as load:\n'
+               + '        load_a = X(task_id="load_a")\n')
+    assert c._forced_line(grouped) == "        load_b = "  # in the group's block, its next member
+    left = grouped + '        load_b = X(\n            task_id="load_b",\n        )\n'
+    assert c._forced_line(left) == "    end_x = "
+    # nothing once every requested task is written, inside a def's body, inside a bracket, or in a TaskFlow file
+    done = left + '    end_x = X(task_id="end_x")\n'
+    assert c._forced_line(done) is None
+    assert c._forced_line(BODY + "    def f():\n") is None
+    assert c._forced_line(BODY + "    a = X(\n") is None
+    assert c._forced_line(BODY.replace("with DAG", "@task\ndef t():\n    pass\n\nwith DAG")) is None
+    # a request that names no task roles forces nothing; an id that cannot be a Python name is not assigned
+    assert IdConstraint(VocabIndex(["x"]), ("dag:d_x",))._forced_line(BODY) is None
+    assert IdConstraint(VocabIndex(["x"]), ("dag:d_x", "task:load-a", "task:class"))._forced_line(BODY) is None
 
 
 def test_a_statement_is_not_deeper_than_the_one_before_unless_that_opened_a_block() -> None:
