@@ -143,6 +143,7 @@ def test_report_shows_intervals_tests_classes_and_breakdowns(clean, tmp_path) ->
     assert "significant" in text and "| significant |" not in text  # n=2: nothing is significant
     assert "base, syntax_error (`u2`, terse request)" in text and "def broken(:" in text
     assert "Real Airflow on a sample: off" in text
+    assert "| fine-tuned + autofix [95% CI] |" in text and "`finetuned_autofix`" in text
     assert "**requested tasks**" in text and (tmp_path / "out" / "complexity.png").stat().st_size > 0
 
 
@@ -171,3 +172,17 @@ def test_airflow_sample_loads_with_real_airflow_and_agrees_with_static(clean) ->
     assert out["n"] == 2 and out["airflow_version"].startswith("3")
     assert out["base"]["load_rate"] == 0.5 and out["base"]["static_agreement"] == 1.0
     assert out["finetuned"]["load_rate"] == 1.0 and out["finetuned"]["static_valid_airflow_fails"] == 0
+
+
+def test_autofixed_metrics_judge_the_answers_as_a_user_gets_them(clean) -> None:
+    code, spec = clean
+    lines = code.splitlines(keepends=True)
+    dropped = next(ln for ln in lines if ln.startswith("from airflow") and "Operator" in ln)
+    forgot = "".join(ln for ln in lines if ln is not dropped)  # an operator import forgotten: DC101/DC102
+    assert not judge(forgot, spec, airflow=3).valid
+    row = {"uid": "u1", "variant": "terse", "text": f"```python\n{forgot}```", "spec": spec, "finish_reason": "stop"}
+    m, _, _ = evaluate({"base": [row], "finetuned": [row]}, 3, 200, 0)
+    raw, fixed = m["finetuned"], m["finetuned_autofix"]
+    assert raw["valid_rate"] == 0.0 and fixed["valid_rate"] == 1.0 and fixed["n"] == 1
+    assert fixed["task_f1"] == 1.0 and raw["task_f1"] < 1.0  # the forgotten operator's tasks count once imported
+    assert fixed["valid_rate_lo"] <= fixed["valid_rate"] <= fixed["valid_rate_hi"] and fixed["errors"] == {}

@@ -210,16 +210,23 @@ def evaluation_sections(ev: dict[str, Any], examples: dict[str, Any]) -> list[st
              f"Bootstrap percentile intervals ({conf.get('resamples', '?')} resamples, seed {conf.get('seed', '?')}); "
              "paired tests on the same requests (exact McNemar for pass/fail rates, paired bootstrap for F1). "
              "Source: metrics/eval.json.", "",
-             "| metric | base [95% CI] | fine-tuned [95% CI] | gain | test, p | verdict |",
-             "|---|---|---|---:|---|---|"]
+             "| metric | base [95% CI] | fine-tuned [95% CI] | gain | test, p | verdict | fine-tuned + autofix [95% CI] |",
+             "|---|---|---|---:|---|---|---|"]
+    fx = ev.get("finetuned_autofix", {})
     for key, label in COMPARE:
         if key not in b:
             continue
         t = tests.get(key)
         verdict = ("significant" if t["significant"] else "not significant") if t else "-"
         test = f"{t['test']}, p={t['p_value']:.3g}" if t else "-"
-        lines.append(f"| {label} | {_ci(b, key)} | {_ci(f, key)} | {f[key] - b[key]:+.3f} | {test} | {verdict} |")
+        fixed = _ci(fx, key) if key in fx else "-"
+        lines.append(f"| {label} | {_ci(b, key)} | {_ci(f, key)} | {f[key] - b[key]:+.3f} | {test} | {verdict} | {fixed} |")
     lines.append("")
+    if fx:
+        lines += ["The last column: the fine-tuned answers after dagcheck's exact fixes (`generate.autofix`: a "
+                  "forgotten import, `a >> a`, ...), as `airflow-net generate` returns them (metrics/eval.json "
+                  "`finetuned_autofix`). Tasks count only where their operator is imported, so the raw task F1 "
+                  "misses the tasks of an operator the model forgot to import.", ""]
     if "error_classes" in b:
         lines += ["## Error classes", "", "Share of answers in each class (an answer can be in several). "
                   "Source: metrics/eval.json `*.error_classes`; examples: reports/eval/examples.json.", "",

@@ -68,6 +68,20 @@ def model_metrics(rows: list[dict[str, Any]], raw: list[dict[str, Any]], judgeme
     return m
 
 
+def autofixed_metrics(raw: list[dict[str, Any]], airflow: int, resamples: int, seed: int) -> dict[str, Any]:
+    """The headline rates (with intervals) and error counts of the same answers after dagcheck's exact fixes
+    (``dagcheck.fix.fix_source``, what ``generate.autofix`` does before `airflow-net generate` returns an answer):
+    the model's answers as a user gets them. The raw rates stay the model's own."""
+    from airflow_net.dagcheck.fix import fix_source
+
+    judgements = [judge(fix_source(extract_code(r["text"]), airflow=airflow).source, r.get("spec"), airflow=airflow)
+                  for r in raw]
+    m = {k: v for k, v in aggregate(judgements).items() if k in ("n", *HEADLINE, "errors")}
+    for key in HEADLINE:
+        _with_interval(m, key, [float(getattr(j, COLUMN[key])) for j in judgements], resamples, seed)
+    return m
+
+
 def paired_tests(a: list[dict[str, Any]], b: list[dict[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
     """Fine-tuned (b) vs base (a) on the same requests in the same order."""
     keys_a = [(r["uid"], r["variant"]) for r in a]
@@ -137,6 +151,8 @@ def evaluate(generated: dict[str, list[dict[str, Any]]], airflow: int, resamples
                                                                                           "valid_rate")},
                              "error_classes": " ".join(sorted(r["classes"]))})
         log.info("%s: %s", which, {k: metrics[which][k] for k in HEADLINE})
+    metrics["finetuned_autofix"] = autofixed_metrics(generated["finetuned"], airflow, resamples, seed)
+    log.info("finetuned after autofix: %s", {k: metrics["finetuned_autofix"][k] for k in HEADLINE})
     metrics["gain"] = {k: round(metrics["finetuned"][k] - metrics["base"][k], 4) for k in HEADLINE}
     metrics["tests"] = paired_tests(per_model["base"], per_model["finetuned"], resamples, seed)
     metrics["training"] = training_syntax_rate(sft_train) if sft_train is not None else {}
