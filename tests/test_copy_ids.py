@@ -401,3 +401,32 @@ def test_a_statement_is_not_deeper_than_the_one_before_unless_that_opened_a_bloc
     assert not c.violates(BODY + "    @task\n    def f():\n", "        return 1")  # after `:`, deeper
     # requests without groups are left as they were
     assert not IdConstraint(VocabIndex(["x"]), ("dag:d_x", "task:a_x")).violates(left, "        a >> e")
+
+
+def test_a_person_writes_grouped_tasks_bare_and_names_a_group_in_plain_words() -> None:
+    text = ("hi, need a dag called trips_replication, first start_run, then extract.export_trips (a bashoperator), "
+            "then load_trips (in group extract), see docs.example.com/api_v2 and e.g. the mart.orders table")
+    roles = request_id_roles(text)
+    assert roles[0] == "dag:trips_replication" and "group:extract" in roles
+    assert {"task:start_run", "task:export_trips", "task:load_trips"} <= set(roles)
+    assert {"member:extract.export_trips", "member:extract.load_trips"} <= set(roles)
+    assert not any("mart" in r or "example" in r or "api_v2" in r for r in roles)  # prose, a table, a host
+    # a group named only in plain words, for a task the request names
+    assert request_id_roles("dag called a_b: x_y (in group load). after that z_w") == (
+        "dag:a_b", "task:x_y", "task:z_w", "group:load", "member:load.x_y")
+    # a task_id place holds the bare id: the group adds its prefix
+    c = IdConstraint(VocabIndex(["x"]), roles)
+    assert "extract.export_trips" not in c.roles["task"] and c.tasks[:2] == ("start_run", "export_trips")
+
+
+def test_the_dags_body_assigns_a_name_once() -> None:
+    c = IdConstraint(VocabIndex(["x"]), ("dag:d_x", "task:a_x", "task:b_x"))
+    body = FENCED + 'with DAG(\n    dag_id="d_x",\n) as dag:\n    a_x = X(\n        task_id="a_x",\n    )\n'
+    assert c.violates(body, "    a_x =") and c.violates(body + "    a_x", " =")  # the last task again: DC301
+    assert not c.violates(body, "    b_x =") and not c.violates(body, "    a_x >> b_x")
+    assert not c.violates(body + "    b_x = X(\n", "        task_id=")  # an argument's line, not a statement
+    assert not c.violates(body.replace("with DAG", "@task\ndef f():\n    pass\n\n\nwith DAG"), "    a_x =")
+    # a variable assigned without a task_id place holding its id is not forced again (it would loop)
+    odd = body.replace('a_x = X(\n        task_id="a_x",\n    )', "a_x = f()")
+    assert c._forced_line(odd) == "    b_x = "
+    assert c._forced_line(odd + '    b_x = X(task_id="b_x")\n') is None
