@@ -465,6 +465,7 @@ _VALUE_PLACE = re.compile(rf"(?:^|\n) {{4}}{_W}[ \t]*=[ \t]*$")
 _DAG_OPENED = re.compile(r"(?m)^(?:with[ \t]+(?:models\.)?DAG\(|@dag\b)")
 _PY_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins))
 _WORD = re.compile(rf"(?<![A-Za-z0-9_.]){_W}")
+_PLACE_ENDS = frozenset("=<>[,(")  # the last character (before spaces) of every text _NAME_PLACES/_VALUE_PLACE match
 _WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -477,6 +478,7 @@ class NameGuard:
     def __init__(self) -> None:
         self._names: dict[str, dict[str, frozenset[str]]] = {}  # the last few texts asked about (the answer so
         # far, and the same up to its current line for a value place)
+        self._places: dict[tuple[str, bool], frozenset[str] | None] = {}
 
     def names(self, answer: str) -> dict[str, frozenset[str]]:
         if answer not in self._names:
@@ -505,7 +507,10 @@ class NameGuard:
         Every name the piece touches is checked: the one it goes on with or ends, and any it begins."""
         window = answer[-_TAIL:] + piece
         start = len(window) - len(piece)
-        for m in _WORD.finditer(window):
+        lo = start  # the first name that can touch the piece starts where the word run before it does
+        while lo > 0 and window[lo - 1] in _WORD_CHARS:
+            lo -= 1
+        for m in _WORD.finditer(window, lo):
             if m.end() < start or (m.end() == start and piece[:1] in _WORD_CHARS):
                 continue  # before the piece (and not ended by it)
             whole = m.end() < len(window)
@@ -519,20 +524,36 @@ class NameGuard:
         return False
 
     def _check(self, before: str, word: str, whole: bool) -> bool:
+        names = self._names_at(before, word[:1].islower())
+        if not names:
+            return False
+        if whole:
+            return word not in names
+        return not any(n.startswith(word) for n in names)
+
+    def _names_at(self, before: str, lower: bool) -> frozenset[str] | None:
+        """The names a must-exist place right after ``before`` takes (None: no such place, or nothing defined
+        for it), remembered for the last texts asked about: a rejected token's rivals ask the same."""
+        key = (before, lower)
+        if key not in self._places:
+            if len(self._places) >= 64:
+                self._places.pop(next(iter(self._places)))
+            self._places[key] = self._find_place(before, lower)
+        return self._places[key]
+
+    def _find_place(self, before: str, lower: bool) -> frozenset[str] | None:
         tail = before[-_TAIL:]
+        if tail.rstrip(" \t\n")[-1:] not in _PLACE_ENDS:
+            return None  # every place ends with one of these (then spaces): most texts are no place, cheaply
         places = _NAME_PLACES
-        if word[:1].islower() and _VALUE_PLACE.search(tail) and _DAG_OPENED.search(before):
+        if lower and _VALUE_PLACE.search(tail) and _DAG_OPENED.search(before):
             places = (("value", _VALUE_PLACE), *places)
         for kind, rx in places:
             if rx.search(tail):
                 # a value's names are those defined before its own line: `x = x()` reads x before it exists
                 names = self.names(before[: before.rfind("\n") + 1] if kind == "value" else before)[kind]
-                if not names:
-                    return False
-                if whole:
-                    return word not in names
-                return not any(n.startswith(word) for n in names)
-        return False
+                return names or None
+        return None
 
 
 class IdConstraint:
@@ -727,9 +748,13 @@ class IdConstraint:
         """
         if not self.ids or not piece:
             return False
+        # the rules are independent: the one that rejects most (a name that must exist) first, so that a
+        # rejected token's rivals are checked cheaply
+        if self.brackets.state(answer)[0] == "code" and self.names.violates(answer, piece):
+            return True
         window = answer[-_TAIL:] + piece
         start = len(window) - len(piece)  # where the new piece begins
-        if self.no_groups and any(m.end() > start for m in _GROUP_OPENED.finditer(window)):
+        if self.no_groups and any(m.end() > start for m in _GROUP_OPENED.finditer(window, max(0, start - 128))):
             return True
         if self.brackets.violates(answer, piece):
             return True
@@ -738,8 +763,6 @@ class IdConstraint:
         if self.member_of and self._overindented(answer, piece):
             return True
         if self.tasks and "\n" in answer[-200:] + piece and self._reassigns(answer, piece):
-            return True
-        if self.brackets.state(answer)[0] == "code" and self.names.violates(answer, piece):
             return True
         for rx in (_OPEN_STRING, _OPEN_DEF):
             m = rx.search(window)
