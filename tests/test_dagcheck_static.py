@@ -164,6 +164,15 @@ def test_dependency_forms():
                             "EmptyOperator as E\nwith DAG('x') as d:\n    [E(task_id='a')] >> [E(task_id='b')]\n")
 
 
+def test_an_operators_task_called_like_a_function_is_a_type_error():
+    # real Airflow (DagBag, 2.10 and 3.3) on model answers: TypeError: 'BashOperator' object is not callable
+    head = ("from airflow.sdk import DAG, task\nfrom airflow.providers.standard.operators.bash import BashOperator\n"
+            "with DAG('x') as d:\n    t = BashOperator(task_id='t', bash_command='x')\n")
+    assert "DC309" in codes(head + "    u = t()\n") and "DC309" in codes(head + "    t() >> t\n")
+    # a @task function is called, and a task used as a task is fine
+    assert "DC309" not in codes(head + "    @task\n    def f():\n        return 1\n\n    y = f()\n    t >> y\n")
+
+
 def test_airflow_version_matters():
     src = AF2.replace("from airflow.operators.bash import BashOperator\n", "")
     src = src.replace("BashOperator(", "DummyOperator(").replace(

@@ -69,6 +69,10 @@ _RULES = [
     Rule("DC308", "invalid-dependency", ERROR, "static",
          "A dependency Python or Airflow rejects, such as `[a, b] >> [c, d]` (list >> list).",
          "Use chain() or cross_downstream() for list-to-list dependencies."),
+    Rule("DC309", "task-called", ERROR, "static",
+         "An operator's task called like a function (`t = BashOperator(...)`, then `t()`): TypeError when "
+         "Airflow parses the file.",
+         "Use the task itself in the dependencies (`t >> u`); only a @task function is called."),
     Rule("DC401", "invalid-schedule", ERROR, "static",
          "A cron expression or preset that Airflow cannot parse, given as schedule= or to a cron timetable "
          "(CronTriggerTimetable, CronDataIntervalTimetable, CronPartitionTimetable).",

@@ -1203,6 +1203,11 @@ class Interpreter:
             return self.call_method(fn, args, kwargs, node, env)
         if isinstance(fn, Builtin):
             return self.call_builtin(fn.name, args)
+        if isinstance(fn, Task) and fn.op_ref is not None:  # an operator instance: not callable
+            what = f"the task {fn.task_id!r}" if fn.task_id else "a task"
+            self.issues.append(Issue("DC309", node, f"{what} ({fn.operator}) is called like a function (TypeError: "
+                                     f"'{fn.operator}' object is not callable)",
+                                     "use the task itself in the dependencies; only a @task function is called"))
         return None
 
     def call_ref(self, fn: Ref, args: list[Any], kwargs: dict[str, Any], complete: bool, node: ast.Call) -> Any:
