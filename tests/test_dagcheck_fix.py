@@ -112,3 +112,16 @@ with DAG(dag_id="d", schedule=None):
     assert fixed.report.ok and 'ti.xcom_pull(task_ids="extract.download")' in fixed.source
     assert fixed.fixes == ["XCom pull on line 6: 'download' -> 'extract.download'"]
     assert fixed.source.replace("extract.download", "download") == source  # nothing else touched
+
+
+def test_a_task_called_like_a_function_becomes_the_task_itself() -> None:
+    src = ("from airflow.sdk import DAG\nfrom airflow.providers.standard.operators.bash import BashOperator\n\n"
+           'with DAG("d") as dag:\n    t = BashOperator(task_id="t", bash_command="x")\n'
+           '    v = BashOperator(task_id="v", bash_command="y")\n    u = t()\n    u >> v\n')
+    assert [f.code for f in check_source(src, airflow=3).errors] == ["DC309"]
+    fixed = fix_source(src, airflow=3)
+    assert fixed.source == src.replace("u = t()", "u = t") and fixed.report.ok
+    assert fixed.fixes == ["task called on line 7: t() -> t"]
+    # with arguments, what they were for is not known: left as it is (and still an error)
+    with_args = src.replace("u = t()", "u = t(1)")
+    assert fix_source(with_args, airflow=3).source == with_args

@@ -8,9 +8,12 @@
   repeated name is dropped from that dependency statement.
 - DC303 an XCom pull of a grouped task by its bare id, whose hint names the full one (``task_ids="load"`` for
   the task ``load`` inside TaskGroup ``extract``): the id on that line becomes ``extract.load``.
+- DC309 an operator's task called with no arguments (``u = t()``, written as if ``t`` were a @task function):
+  the call becomes the task itself (``u = t``), which is what the dependencies that use ``u`` mean. A call with
+  arguments is left alone (what they were for is not known).
 
 :func:`fix_source` then checks the result: the fixed source is returned only when it has fewer errors than the
-original (never a worse file). Like ``ruff --fix`` for these four rules: deterministic, no model, no import or
+original (never a worse file). Like ``ruff --fix`` for these five rules: deterministic, no model, no import or
 run of the code.
 """
 
@@ -81,12 +84,13 @@ class Fixed:
     added: list[str] = field(default_factory=list)  # the import lines added
     deduped: bool = False  # a task made its own upstream lost the repeat
     renamed: list[str] = field(default_factory=list)  # "line N: 'x' -> 'g.x'" for XCom pulls given the full id
+    uncalled: list[str] = field(default_factory=list)  # "line N: t() -> t" for a task called like a function
 
     @property
     def fixes(self) -> list[str]:
         """What was done, one line each (empty: the source is unchanged)."""
         return [*self.added, *(["dropped the repeat in a task made its own upstream"] if self.deduped else []),
-                *(f"XCom pull on {r}" for r in self.renamed)]
+                *(f"XCom pull on {r}" for r in self.renamed), *(f"task called on {c}" for c in self.uncalled)]
 
 
 def _insert_at(tree: ast.Module) -> int:
@@ -103,7 +107,7 @@ def _insert_at(tree: ast.Module) -> int:
 
 
 def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -> Fixed:
-    """``source`` with the fixes its findings name (module doc: DC102, DC103, DC302, DC303); unchanged when
+    """``source`` with the fixes its findings name (module doc: DC102, DC103, DC302, DC303, DC309); unchanged when
     there are none, when it does not parse, or when they would not lower the error count.
 
     A fix can bring out a finding the next one fixes: with ``chain`` imported, dagcheck reads ``chain(a, a)``
@@ -118,7 +122,7 @@ def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -
         if step is None or step.source == current.source:
             break
         current = Fixed(step.source, step.report, [*current.added, *step.added], current.deduped or step.deduped,
-                        [*current.renamed, *step.renamed])
+                        [*current.renamed, *step.renamed], [*current.uncalled, *step.uncalled])
         if len(current.report.errors) < len(best.report.errors):
             best = current
     return best
@@ -141,7 +145,8 @@ def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
     self_loops = any(f.code == "DC302" and _SELF_LOOP.search(f.message) for f in report.errors)
     pulls = [(f.line, m.group(1), h.group(1)) for f in report.errors
              if f.code == "DC303" and f.line and f.hint and (m := _PULLED.match(f.message)) and (h := _FULL_ID.match(f.hint))]
-    if not lines and not self_loops and not pulls:
+    calls = {(f.line, f.col) for f in report.errors if f.code == "DC309" and f.line}
+    if not lines and not self_loops and not pulls and not calls:
         return None
     try:
         tree = ast.parse(source)
@@ -151,6 +156,7 @@ def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
     except (SyntaxError, ValueError):
         return None
     out = source.split("\n")
+    uncalled = [] if self_loops else _uncall(out, tree, calls)  # after a dedupe the positions are stale: next round
     renamed = []
     for line, bare, full in pulls:  # the same number of lines: the import lines are added after this
         if 0 < line <= len(out):
@@ -169,4 +175,20 @@ def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
             at -= node.end_lineno - node.lineno + 1 - len(new)
     out[at:at] = lines
     fixed = "\n".join(out)
-    return Fixed(fixed, check_source(fixed, airflow=airflow), lines, deduped=self_loops, renamed=renamed)
+    return Fixed(fixed, check_source(fixed, airflow=airflow), lines, deduped=self_loops, renamed=renamed,
+                 uncalled=uncalled)
+
+
+def _uncall(out: list[str], tree: ast.Module, calls: set[tuple[int, int]]) -> list[str]:
+    """Replace, in ``out`` (the source's lines), each one-line call ``t()`` with no arguments at a DC309 position by
+    ``t``; the changes, one line each."""
+    found = sorted(((n.lineno, n.col_offset, n.end_col_offset, n.func.id) for n in ast.walk(tree)
+                    if isinstance(n, ast.Call) and (n.lineno, n.col_offset) in calls and isinstance(n.func, ast.Name)
+                    and not n.args and not n.keywords and n.end_lineno == n.lineno), reverse=True)
+    done = []
+    for line, col, end, name in found:  # right to left: earlier columns stay right
+        raw = out[line - 1].encode()  # ast's columns count UTF-8 bytes
+        if raw[col:end].decode().replace(" ", "") == f"{name}()":
+            out[line - 1] = (raw[:col] + name.encode() + raw[end:]).decode()
+            done.append(f"line {line}: {name}() -> {name}")
+    return sorted(done)
