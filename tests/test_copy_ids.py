@@ -180,6 +180,22 @@ def test_each_place_takes_the_ids_of_its_role(index: VocabIndex) -> None:
     assert only_dag.allowed('TaskGroup("') is None and not only_dag.violates("TaskGroup(", '"my"')
 
 
+def test_an_xcom_pull_names_one_of_the_requested_tasks_used_or_not(index: VocabIndex) -> None:
+    """`xcom_pull(task_ids="...")` reads a task of the file: one the request names (DC303 was the tiny model's
+    third error: pulls from a task it made up), whether written already or still to come, and a pull does not
+    count as writing the task."""
+    c = IdConstraint(index, ("dag:sales_daily", "task:load_sales", "task:sales_report"))
+    pulled = 'def f(ti):\n    rows = ti.xcom_pull(task_ids="load_sales")\n'
+    assert c.violates("    rows = ti.xcom_pull(task_ids=", '"my') and not c.violates("ti.xcom_pull(task_ids=", '"load')
+    assert set(c.allowed('ti.xcom_pull(task_ids="')[1].tolist()) == tok("l", "load", "load_", "s", "sales")
+    # a task written already can still be pulled from; the pull leaves both ids for the tasks' own places
+    written = 'a = X(task_id="load_sales")\ndef f(ti):\n    ti.xcom_pull(task_ids="'
+    assert set(c.allowed(written)[1].tolist()) == tok("l", "load", "load_", "s", "sales")
+    assert set(c.allowed(pulled + 'a = X(task_id="')[1].tolist()) == tok("l", "load", "load_", "s", "sales")
+    # a request that names no task leaves the pull to the model
+    assert IdConstraint(index, ("dag:sales_daily",)).allowed('ti.xcom_pull(task_ids="') is None
+
+
 def test_a_request_that_names_tasks_but_no_group_gets_no_group(index: VocabIndex) -> None:
     c = IdConstraint(index, ("dag:sales_daily", "task:load_sales"))
     assert c.violates("    a = X()\n   ", " with") and c.violates("x\n\t", "with")  # an indented `with`

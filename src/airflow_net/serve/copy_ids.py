@@ -8,6 +8,8 @@ that keep the text on the way to one of the request's identifiers (and then the 
 are allowed; everywhere else the model decodes freely. Among the allowed tokens the model's own scores decide,
 so it still chooses *which* of the request's ids goes where. An id already written in an earlier place is not
 offered again (two tasks with one id is an error Airflow reports); once every one is used, the place is free.
+An XCom pull's ``task_ids="...`` takes any of the request's task ids, written or still to come (a pull from a
+task the file does not have, DC303, was in 25 of the 300 generate answers after autofix; with this, none).
 
 The same per-request constraint keeps the rules that make the rest of the file load, each measured on the
 fine-tuned tiny model (README, "What the decoder keeps"):
@@ -43,8 +45,8 @@ _BACKTICKED = re.compile(r"`([A-Za-z_][A-Za-z0-9_.\-]*)`")
 _SNAKE = re.compile(r"(?<![A-Za-z0-9_.\-/])([A-Za-z_][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+)(?![A-Za-z0-9_\-/]|\.\w)")
 
 # The places Airflow reads an id from, and which kind of id each takes: the `k` (keyword), `c` (constructor) or
-# `d` (decorator) group says dag, task or group.
-_PLACE = r"""(?:\b(?P<k>dag_id|task_id|group_id)\s*=\s*|\b(?P<c>DAG|TaskGroup)\(\s*)"""
+# `d` (decorator) group says dag, task or group (`task_ids`, an XCom pull's: "pull").
+_PLACE = r"""(?:\b(?P<k>dag_id|task_ids?|group_id)\s*=\s*|\b(?P<c>DAG|TaskGroup)\(\s*)"""
 _DECORATED_DEF = r"(?:^|\n)[ \t]*@(?P<d>dag|task)\b[^\n]*\n(?:[ \t]*@[^\n]*\n)*[ \t]*def"
 _DECORATED = _DECORATED_DEF + r"[ \t]+"
 # The end of the answer so far, inside a place: (kind, quote, partial id).
@@ -134,7 +136,7 @@ def _assignable(name: str) -> bool:
 
 def _used_ids(text: str) -> set[str]:
     """The ids every closed place in ``text`` holds."""
-    return {m.group("p") for rx in (_CLOSED_STRING, _CLOSED_DEF) for m in rx.finditer(text)}
+    return {m.group("p") for rx in (_CLOSED_STRING, _CLOSED_DEF) for m in rx.finditer(text) if _kind(m) != "pull"}
 
 
 def _last_line(text: str) -> tuple[str, str, int] | None:
@@ -166,6 +168,8 @@ def _group_block(answer: str) -> str | None:
 
 def _kind(m: re.Match) -> str:
     word = (m.groupdict().get("k") or m.groupdict().get("c") or m.groupdict().get("d") or "").lower()
+    if word == "task_ids":
+        return "pull"
     return "dag" if word.startswith("dag") else "group" if "group" in word else "task"
 
 
@@ -596,6 +600,8 @@ class IdConstraint:
         """The ids of this role no earlier place in the answer holds; empty: the request named none of this
         role, or every one is used, and the place is free (a second task with a used id is an error Airflow
         reports, DC301; one more task of the model's own is not)."""
+        if role == "pull":  # an XCom pull names a task written or still to come: any of the request's
+            return self.roles["task"]
         if not self.roles[role]:
             return ()
         used = _used_ids(answer)
