@@ -12,8 +12,17 @@
   the call becomes the task itself (``u = t``), which is what the dependencies that use ``u`` mean. A call with
   arguments is left alone (what they were for is not known).
 
+One more, only when asked (``drop_unknown=True``: what ``generate.autofix`` does to a model's answer, never
+``airflow-net validate --fix`` to a person's file, where a name nothing binds is a typo to correct, not a
+dependency to lose):
+
+- DC101 in a dependency statement (``wait_for_upstream >> load``, ``chain(a, ghost, b)``, ``[a, ghost] >> b``):
+  a name nothing in the file binds (no assignment, def, import or argument) is a task the model referred to
+  but never wrote; it leaves that statement (an emptied list with it, and the statement when fewer than two
+  operands remain). The dependencies among the tasks the file has stay.
+
 :func:`fix_source` then checks the result: the fixed source is returned only when it has fewer errors than the
-original (never a worse file). Like ``ruff --fix`` for these five rules: deterministic, no model, no import or
+original (never a worse file). Like ``ruff --fix`` for these rules: deterministic, no model, no import or
 run of the code.
 """
 
@@ -32,6 +41,7 @@ _USE = re.compile(r"^Use `(from [\w.]+ import \w+)`$")
 _SELF_LOOP = re.compile(r"cycle: ([\w.]+) >> \1$")
 _PULLED = re.compile(r"^xcom_pull\(task_ids='([\w.\-]+)'\)")  # DC303's message
 _FULL_ID = re.compile(r"^Did you mean '([\w.\-]+)' \(the full id")
+_UNDEFINED = re.compile(r"^undefined name '(\w+)' \(NameError when Airflow parses")  # DC101's, at module level
 
 
 def _operands(node: ast.expr, op: type) -> list[ast.expr] | None:
@@ -77,6 +87,69 @@ def _dedupe_dependencies(source: str, tree: ast.Module) -> str:
     return "\n".join(lines)
 
 
+def _bound(tree: ast.Module) -> set[str]:
+    """Every name the module binds anywhere: assigned, deleted, defined, imported, an argument."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            out.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.arg):
+            out.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            out.add(node.name)
+    return out
+
+
+def _without(node: ast.expr, names: set[str]) -> ast.expr | None:
+    """``node`` (a dependency operand: a name, or a list/tuple of them) without ``names``; None: nothing left."""
+    if isinstance(node, ast.Name):
+        return None if node.id in names else node
+    if isinstance(node, (ast.List, ast.Tuple)):
+        kept = [e for e in (_without(x, names) for x in node.elts) if e is not None]
+        return type(node)(elts=kept, ctx=ast.Load()) if kept else None
+    return node
+
+
+def _drop_unknown(source: str, tree: ast.Module, names: set[str]) -> tuple[str, list[str]]:
+    """Each one-line dependency statement without ``names`` (module doc); the changes, one line each."""
+    lines = source.split("\n")
+    edits: list[tuple[int, int, str | None]] = []
+    done: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Expr) or node.lineno != node.end_lineno:
+            continue
+        value, items, build = node.value, None, None
+        for op in (ast.RShift, ast.LShift):
+            if (got := _operands(value, op)) is not None:
+                items = got
+                def build(kept: list[ast.expr], op: type = op) -> ast.expr:
+                    new = kept[0]
+                    for item in kept[1:]:
+                        new = ast.BinOp(left=new, op=op(), right=item)
+                    return new
+        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "chain"
+                and not value.keywords and not any(isinstance(a, ast.Starred) for a in value.args)):
+            items = value.args
+            def build(kept: list[ast.expr], func: ast.expr = value.func) -> ast.expr:
+                return ast.Call(func=func, args=kept, keywords=[])
+        if items is None or build is None:
+            continue
+        kept = [k for k in (_without(i, names) for i in items) if k is not None]
+        if ast.dump(ast.List(elts=kept, ctx=ast.Load())) == ast.dump(ast.List(elts=items, ctx=ast.Load())):
+            continue
+        gone = sorted({n.id for i in items for n in ast.walk(i) if isinstance(n, ast.Name) and n.id in names})
+        edits.append((node.lineno, node.col_offset, ast.unparse(ast.Expr(build(kept))) if len(kept) >= 2 else None))
+        done.append((node.lineno, f"line {node.lineno}: dropped {', '.join(map(repr, gone))}"
+                    + ("" if len(kept) >= 2 else " (the statement with it: fewer than two tasks left)")))
+    for line, col, text in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        lines[line - 1] = lines[line - 1][:col] + text if text is not None else ""  # blank: line numbers stay
+    return "\n".join(lines), [text for _, text in sorted(done)]
+
+
 @dataclass
 class Fixed:
     source: str
@@ -85,12 +158,14 @@ class Fixed:
     deduped: bool = False  # a task made its own upstream lost the repeat
     renamed: list[str] = field(default_factory=list)  # "line N: 'x' -> 'g.x'" for XCom pulls given the full id
     uncalled: list[str] = field(default_factory=list)  # "line N: t() -> t" for a task called like a function
+    dropped: list[str] = field(default_factory=list)  # "line N: dropped 'x'": a name nothing binds, from a dependency
 
     @property
     def fixes(self) -> list[str]:
         """What was done, one line each (empty: the source is unchanged)."""
         return [*self.added, *(["dropped the repeat in a task made its own upstream"] if self.deduped else []),
-                *(f"XCom pull on {r}" for r in self.renamed), *(f"task called on {c}" for c in self.uncalled)]
+                *(f"XCom pull on {r}" for r in self.renamed), *(f"task called on {c}" for c in self.uncalled),
+                *(f"unknown task in a dependency on {d}" for d in self.dropped)]
 
 
 def _insert_at(tree: ast.Module) -> int:
@@ -106,9 +181,10 @@ def _insert_at(tree: ast.Module) -> int:
     return line
 
 
-def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -> Fixed:
-    """``source`` with the fixes its findings name (module doc: DC102, DC103, DC302, DC303, DC309); unchanged when
-    there are none, when it does not parse, or when they would not lower the error count.
+def fix_source(source: str, *, airflow: int = 3, report: Report | None = None, drop_unknown: bool = False) -> Fixed:
+    """``source`` with the fixes its findings name (module doc: DC102, DC103, DC302, DC303, DC309, and with
+    ``drop_unknown`` DC101 in a dependency); unchanged when there are none, when it does not parse, or when they
+    would not lower the error count.
 
     A fix can bring out a finding the next one fixes: with ``chain`` imported, dagcheck reads ``chain(a, a)``
     and reports the cycle it could not see before. So the fixes run again on the fixed file (at most
@@ -118,11 +194,12 @@ def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -
     best = Fixed(source, original)
     current = best
     for _ in range(_ROUNDS):
-        step = _fix_once(current.source, airflow, current.report)
+        step = _fix_once(current.source, airflow, current.report, drop_unknown)
         if step is None or step.source == current.source:
             break
         current = Fixed(step.source, step.report, [*current.added, *step.added], current.deduped or step.deduped,
-                        [*current.renamed, *step.renamed], [*current.uncalled, *step.uncalled])
+                        [*current.renamed, *step.renamed], [*current.uncalled, *step.uncalled],
+                        [*current.dropped, *step.dropped])
         if len(current.report.errors) < len(best.report.errors):
             best = current
     return best
@@ -131,7 +208,7 @@ def fix_source(source: str, *, airflow: int = 3, report: Report | None = None) -
 _ROUNDS = 3
 
 
-def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
+def _fix_once(source: str, airflow: int, report: Report, drop_unknown: bool = False) -> Fixed | None:
     """One round of the fixes the findings name; None: nothing to fix, or the file does not parse."""
     lines = [m.group(1) for f in report.errors if f.code == "DC102" and f.hint and (m := _HINT.match(f.hint))]
     moved: dict[int, set[str]] = {}  # line of an unknown import -> the names that leave it
@@ -146,17 +223,23 @@ def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
     pulls = [(f.line, m.group(1), h.group(1)) for f in report.errors
              if f.code == "DC303" and f.line and f.hint and (m := _PULLED.match(f.message)) and (h := _FULL_ID.match(f.hint))]
     calls = {(f.line, f.col) for f in report.errors if f.code == "DC309" and f.line}
-    if not lines and not self_loops and not pulls and not calls:
+    unknown = {m.group(1) for f in report.errors if drop_unknown and f.code == "DC101" and (m := _UNDEFINED.match(f.message))}
+    if not lines and not self_loops and not pulls and not calls and not unknown:
         return None
+    dropped: list[str] = []
     try:
         tree = ast.parse(source)
         if self_loops:
             source = _dedupe_dependencies(source, tree)
             tree = ast.parse(source)
+        elif unknown - _bound(tree):  # before the line-based fixes below; a dedupe first moves columns: next round
+            source, dropped = _drop_unknown(source, tree, unknown - _bound(tree))
+            tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return None
     out = source.split("\n")
-    uncalled = [] if self_loops else _uncall(out, tree, calls)  # after a dedupe the positions are stale: next round
+    uncalled = [] if self_loops or dropped else _uncall(out, tree, calls)  # after a rewrite the positions are
+    # stale: next round
     renamed = []
     for line, bare, full in pulls:  # the same number of lines: the import lines are added after this
         if 0 < line <= len(out):
@@ -176,7 +259,7 @@ def _fix_once(source: str, airflow: int, report: Report) -> Fixed | None:
     out[at:at] = lines
     fixed = "\n".join(out)
     return Fixed(fixed, check_source(fixed, airflow=airflow), lines, deduped=self_loops, renamed=renamed,
-                 uncalled=uncalled)
+                 uncalled=uncalled, dropped=dropped)
 
 
 def _uncall(out: list[str], tree: ast.Module, calls: set[tuple[int, int]]) -> list[str]:

@@ -74,8 +74,8 @@ def autofixed_metrics(raw: list[dict[str, Any]], airflow: int, resamples: int, s
     the model's answers as a user gets them. The raw rates stay the model's own."""
     from airflow_net.dagcheck.fix import fix_source
 
-    judgements = [judge(fix_source(extract_code(r["text"]), airflow=airflow).source, r.get("spec"), airflow=airflow)
-                  for r in raw]
+    judgements = [judge(fix_source(extract_code(r["text"]), airflow=airflow, drop_unknown=True).source, r.get("spec"),
+                        airflow=airflow) for r in raw]
     m = {k: v for k, v in aggregate(judgements).items() if k in ("n", *HEADLINE, "errors")}
     for key in HEADLINE:
         _with_interval(m, key, [float(getattr(j, COLUMN[key])) for j in judgements], resamples, seed)

@@ -27,8 +27,9 @@ Judge = Callable[[str], Report]
 
 def dagcheck_judge(airflow: int = 3, *, autofix: bool = False) -> Judge:
     """Judge one source with dagcheck's static tiers (no import, no execution). ``autofix``: every answer first
-    gets the fixes its findings name exactly (:func:`airflow_net.dagcheck.fix.fix_source`), and the fixed code
-    is what is judged and returned."""
+    gets the fixes its findings name (:func:`airflow_net.dagcheck.fix.fix_source`, with ``drop_unknown``: a
+    model's answer, so a task it referred to but never wrote leaves the dependencies), and the fixed code is
+    what is judged and returned."""
     from airflow_net.dagcheck.fix import fix_source
     from airflow_net.dagcheck.validate import validate_sources
 
@@ -36,7 +37,7 @@ def dagcheck_judge(airflow: int = 3, *, autofix: bool = False) -> Judge:
         return validate_sources([("candidate.py", source)], airflow=airflow)[0]
 
     if autofix:
-        judge.fix = lambda source: fix_source(source, airflow=airflow).source  # type: ignore[attr-defined]
+        judge.fix = lambda source: fix_source(source, airflow=airflow, drop_unknown=True).source  # type: ignore[attr-defined]
     return judge
 
 
