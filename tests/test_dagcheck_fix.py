@@ -91,6 +91,29 @@ def test_a_repeat_that_only_shows_once_chain_is_imported_is_fixed_in_the_next_ro
     assert "    chain(a, b, c)\n" in fixed.source and fixed.deduped and len(fixed.added) == 1
 
 
+def test_a_chain_of_lists_that_pairs_a_task_with_itself_becomes_the_edges_it_means() -> None:
+    """The tiny model's most common cycle (26 of 33 DC302 answers): `chain([a, b], [a, c])` pairs a with a."""
+    base = MISSING.replace("SQLExecuteQueryOperator(task_id=\"b\", conn_id=\"warehouse\", sql=\"SELECT 1\")",
+                           "EmptyOperator(task_id=\"b\")").replace("from airflow.sdk import DAG", "from airflow.sdk import DAG, chain")
+    cases = {
+        "    chain([a, b], [a, c])\n": "    b >> c\n",  # pairwise: a >> a (dropped) and b >> c
+        "    chain([a, b], [b, b])\n": "    a >> b\n",
+        "    chain([a, c], c)\n": "    a >> c\n",  # a list next to a task: each of its tasks
+        "    chain(a, [a, b], [c, c])\n": "    a >> [b, c]\n    b >> c\n",  # a >> a, a >> b, a >> c, b >> c
+        "    chain(a, [a], a)\n": "    pass\n",  # nothing left: the block still holds a statement
+        "    chain([a], [a])\n": "    chain([a])\n",  # the repeat next to itself goes first (as `chain(c, c)`)
+    }
+    for line, want in cases.items():
+        source = base.replace("    chain(a, b, c)\n", line)
+        assert [f.code for f in check_source(source, airflow=3).errors] == ["DC302"], line
+        fixed = fix_source(source, airflow=3)
+        assert fixed.report.ok and fixed.deduped, (line, fixed.report.errors)
+        assert fixed.source == source.replace(line, want), line
+    # lists of unequal length are another error (DC308): not rewritten
+    uneven = base.replace("    chain(a, b, c)\n", "    chain([a, b], [a, b, c])\n")
+    assert fix_source(uneven, airflow=3).source == uneven
+
+
 def test_an_xcom_pull_of_a_grouped_task_by_its_bare_id_gets_the_full_id() -> None:
     source = '''from airflow.sdk import DAG, TaskGroup
 from airflow.providers.standard.operators.python import PythonOperator

@@ -173,6 +173,18 @@ def test_an_operators_task_called_like_a_function_is_a_type_error():
     assert "DC309" not in codes(head + "    @task\n    def f():\n        return 1\n\n    y = f()\n    t >> y\n")
 
 
+def test_a_literal_set_up_or_downstream_of_a_task_is_an_error():
+    # real Airflow (DagBag, 2.10.5 and 3.3.2): AttributeError: 'int' object has no attribute 'update_relative',
+    # for `chain(2, t)` (a model answer), `1 >> t` and `t >> "b"` alike
+    head = ("from airflow.sdk import DAG, chain\nfrom airflow.providers.standard.operators.empty import EmptyOperator\n"
+            "with DAG('x') as d:\n    t = EmptyOperator(task_id='t')\n    u = EmptyOperator(task_id='u')\n")
+    for line in ("chain(2, t)", "chain(t, [u], 'x')", "1 >> t", "t >> 'b'", "t << None"):
+        assert "DC308" in codes(head + f"    {line}\n"), line
+    # numbers and strings elsewhere, and dependencies between tasks, are fine
+    for line in ("x = 2 >> 1", "t >> u", "chain(t, u)", "n = len('ab') >> 1"):
+        assert "DC308" not in codes(head + f"    {line}\n"), line
+
+
 def test_airflow_version_matters():
     src = AF2.replace("from airflow.operators.bash import BashOperator\n", "")
     src = src.replace("BashOperator(", "DummyOperator(").replace(

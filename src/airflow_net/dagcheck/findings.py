@@ -67,7 +67,7 @@ _RULES = [
          "A dag_id, task_id or group_id with characters Airflow rejects, or too long.",
          "Use letters, digits, '_', '-' and '.' (no '.' in group ids), at most 250 characters."),
     Rule("DC308", "invalid-dependency", ERROR, "static",
-         "A dependency Python or Airflow rejects, such as `[a, b] >> [c, d]` (list >> list).",
+         "A dependency Python or Airflow rejects, such as `[a, b] >> [c, d]` (list >> list) or `chain(2, t)` (a literal).",
          "Use chain() or cross_downstream() for list-to-list dependencies."),
     Rule("DC309", "task-called", ERROR, "static",
          "An operator's task called like a function (`t = BashOperator(...)`, then `t()`): TypeError when "

@@ -5,7 +5,9 @@
 - DC103 "unknown import" with a replacement (an Airflow 3 path in a file for Airflow 2, ``from airflow.sdk import
   DAG`` -> ``Use `from airflow import DAG```): the name leaves the unknown import and the hinted line is added.
 - DC302 a task made its own upstream (``a >> a``, ``chain(a, a)``: a small model repeats a name): the
-  repeated name is dropped from that dependency statement.
+  repeated name is dropped from that dependency statement. A ``chain()`` of lists that pairs a task with itself
+  (``chain([a, b], [a, c])`` means ``a >> a`` and ``b >> c``) becomes the edges it means without the self-loops,
+  one statement per upstream task (``b >> c``), on lines of their own.
 - DC303 an XCom pull of a grouped task by its bare id, whose hint names the full one (``task_ids="load"`` for
   the task ``load`` inside TaskGroup ``extract``): the id on that line becomes ``extract.load``.
 - DC309 an operator's task called with no arguments (``u = t()``, written as if ``t`` were a @task function):
@@ -80,11 +82,49 @@ def _dedupe_dependencies(source: str, tree: ast.Module) -> str:
             kept = _drop_repeats(value.args)
             if len(kept) < len(value.args):
                 new = ast.Call(func=value.func, args=kept, keywords=value.keywords)
+            if node.lineno == node.end_lineno and (pairs := _chain_edges(kept)) and any(a == b for a, b in pairs):
+                # `chain([a, b], [a, c])` pairs a with a: the edges it means, each once, without the self-loops
+                edits.append((node.lineno, node.col_offset, _edges_text(pairs, node.col_offset)))
+                continue
         if new is not None and node.lineno == node.end_lineno:
             edits.append((node.lineno, node.col_offset, ast.unparse(ast.Expr(new))))
     for line, col, text in sorted(edits, reverse=True):
         lines[line - 1] = lines[line - 1][:col] + text
     return "\n".join(lines)
+
+
+def _chain_edges(args: list[ast.expr]) -> list[tuple[str, str]] | None:
+    """The (upstream, downstream) pairs ``chain(*args)`` makes, as Airflow's ``chain`` does (a list next to a
+    task: each of its tasks; two lists: pairwise, of equal length), in order; None: not names and lists of names
+    only (anything else, or lists of unequal length, is left alone)."""
+    items: list[list[str] | str] = []
+    for arg in args:
+        if isinstance(arg, ast.Name):
+            items.append(arg.id)
+        elif isinstance(arg, (ast.List, ast.Tuple)) and arg.elts and all(isinstance(e, ast.Name) for e in arg.elts):
+            items.append([e.id for e in arg.elts])  # type: ignore[attr-defined]
+        else:
+            return None
+    pairs: list[tuple[str, str]] = []
+    for up, down in zip(items, items[1:], strict=False):
+        if isinstance(up, list) and isinstance(down, list):
+            if len(up) != len(down):
+                return None
+            pairs += list(zip(up, down, strict=True))
+        else:
+            pairs += [(u, d) for u in (up if isinstance(up, list) else [up]) for d in (down if isinstance(down, list) else [down])]
+    return list(dict.fromkeys(pairs))
+
+
+def _edges_text(pairs: list[tuple[str, str]], indent: int) -> str:
+    """Statements for ``pairs`` without self-loops, one per upstream in first-seen order (``a >> [b, c]``), on
+    lines of their own at ``indent``; ``pass`` when nothing is left (a block must hold a statement)."""
+    downs: dict[str, list[str]] = {}
+    for up, down in pairs:
+        if up != down:
+            downs.setdefault(up, []).append(down)
+    text = [f"{up} >> {ds[0]}" if len(ds) == 1 else f"{up} >> [{', '.join(ds)}]" for up, ds in downs.items()]
+    return ("\n" + " " * indent).join(text or ["pass"])
 
 
 def _bound(tree: ast.Module) -> set[str]:
@@ -241,7 +281,7 @@ def _fix_once(source: str, airflow: int, report: Report, drop_unknown: bool = Fa
     uncalled = [] if self_loops or dropped else _uncall(out, tree, calls)  # after a rewrite the positions are
     # stale: next round
     renamed = []
-    for line, bare, full in pulls:  # the same number of lines: the import lines are added after this
+    for line, bare, full in [] if self_loops else pulls:  # a chain written out adds lines: next round
         if 0 < line <= len(out):
             new = re.sub(rf"""(["']){re.escape(bare)}\1""", lambda m, full=full: m.group(1) + full + m.group(1),
                          out[line - 1])

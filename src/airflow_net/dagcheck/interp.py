@@ -878,9 +878,18 @@ class Interpreter:
             right.ups = self.leaves(left)
             return right
         if not (self._is_dep_value(left) and self._is_dep_value(right)):
+            if {type(left), type(right)} == {Const, Task}:
+                self._not_a_task(left if isinstance(left, Const) else right, "`>>`/`<<`", node)
             return None
         self.connect(left, right, node)
         return value_if_ok
+
+    def _not_a_task(self, value: Const, where: str, node: ast.AST) -> None:
+        """A literal set up- or downstream of a task (``chain(2, t)``, ``t >> "x"``): Airflow calls a task method
+        on it (AttributeError: 'int' object has no attribute 'update_relative') when it parses the file."""
+        self.issues.append(Issue("DC308", node, f"{where} got {value.value!r}, which is not a task: Airflow "
+                                 f"raises AttributeError (no 'update_relative') when it parses the file",
+                                 "Set dependencies between tasks only (the variables the operators are assigned to)"))
 
     def do_chain(self, name: str, args: list[Any], node: ast.Call) -> None:
         if name == "cross_downstream":
@@ -889,6 +898,11 @@ class Interpreter:
                     for d in self.roots(args[1]):
                         self.link(u, d, node)
             return
+        if name in ("chain", "chain_linear") and any(self._is_dep_value(a) for a in args):
+            literal = next((a for a in args if isinstance(a, Const)), None)
+            if literal is not None:
+                self._not_a_task(literal, f"{name}()", node)
+                return
         for up, down in zip(args, args[1:], strict=False):
             if name == "chain" and isinstance(up, Seq) and isinstance(down, Seq):
                 if len(up.items) != len(down.items):
