@@ -223,8 +223,9 @@ def evaluation_sections(ev: dict[str, Any], examples: dict[str, Any]) -> list[st
         lines.append(f"| {label} | {_ci(b, key)} | {_ci(f, key)} | {f[key] - b[key]:+.3f} | {test} | {verdict} | {fixed} |")
     lines.append("")
     if fx:
-        lines += ["The last column: the fine-tuned answers after dagcheck's exact fixes (`generate.autofix`: a "
-                  "forgotten import, `a >> a`, ...), as `airflow-net generate` returns them (metrics/eval.json "
+        lines += ["The last column: the fine-tuned answers after dagcheck's fixes (`generate.autofix`: a "
+                  "forgotten import, `a >> a`, a task never written left out of the dependencies, ...), as "
+                  "`airflow-net generate` returns them (metrics/eval.json "
                   "`finetuned_autofix`). Tasks count only where their operator is imported, so the raw task F1 "
                   "misses the tasks of an operator the model forgot to import.", ""]
     if "error_classes" in b:

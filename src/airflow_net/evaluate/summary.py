@@ -69,7 +69,7 @@ def model_metrics(rows: list[dict[str, Any]], raw: list[dict[str, Any]], judgeme
 
 
 def autofixed_metrics(raw: list[dict[str, Any]], airflow: int, resamples: int, seed: int) -> dict[str, Any]:
-    """The headline rates (with intervals) and error counts of the same answers after dagcheck's exact fixes
+    """The headline rates (with intervals) and error counts of the same answers after dagcheck's fixes
     (``dagcheck.fix.fix_source``, what ``generate.autofix`` does before `airflow-net generate` returns an answer):
     the model's answers as a user gets them. The raw rates stay the model's own."""
     from airflow_net.dagcheck.fix import fix_source
