@@ -180,6 +180,33 @@ def test_each_place_takes_the_ids_of_its_role(index: VocabIndex) -> None:
     assert only_dag.allowed('TaskGroup("') is None and not only_dag.violates("TaskGroup(", '"my"')
 
 
+def test_a_request_with_a_python_task_gets_a_function_defined_before_the_dag() -> None:
+    """The tiny model answered TaskFlow requests with `PythonOperator(python_callable=x_fn)` and no function at
+    all (39 of the 300 generate answers): at the first top-level block after the imports, a `def` comes first."""
+    assert "need:def" in request_id_roles("dag a_b | schedule none | fetch_x[@task] >> load_x[Bash]")
+    assert "need:def" in request_id_roles("hi, dag a_b pls: fetch_x (a python callable) then load_x")
+    assert "need:def" in request_id_roles("dag a_b, fetch_x as a taskflow function -> load_x")
+    assert "need:def" not in request_id_roles("dag a_b | schedule none | fetch_x[@task.bash] >> load_x[Bash]")
+    assert "need:def" not in request_id_roles("a dag called a_b that runs python scripts")  # no task named
+    vocab = ["def", "def ", "d", "e", "f", " ", "with", "w", "@", "@task", "x", "\n", "_a", "(", ")"]
+    index = VocabIndex(vocab)
+    ids = (*request_id_roles("dag a_b | schedule none | fetch_x[@task] >> load_x[Bash]"),)
+    c = IdConstraint(index, ids)
+    head = FENCED + "import pendulum\nfrom airflow.sdk import DAG\n\ndefault_args = {}\n\n\n"
+    kind, allowed = c.allowed(head)
+    assert kind == "allow" and {vocab[t] for t in allowed} == {"def", "def ", "d"}  # toward "def ", not `with`
+    assert {vocab[t] for t in c.allowed(head + "d")[1]} == {"e"}
+    assert c.allowed(head + "def ") is None  # the name is the model's
+    # one blank line (between imports and default_args), a function already defined, the DAG opened: free
+    assert c.allowed(FENCED + "import pendulum\n\n") is None
+    assert c.allowed(head + "def _a():\n    pass\n\n\n") is None
+    opened = c.allowed(head.replace("default_args = {}", "with DAG('a_b') as dag:\n    x = 1"))
+    assert opened is not None and {vocab[t] for t in opened[1]} == {" "}  # the next task's line, no `def`
+    # a request without a Python task is left alone
+    plain = IdConstraint(index, request_id_roles("dag a_b | schedule none | fetch_x[Bash] >> load_x[Bash]"))
+    assert plain.allowed(head) is None
+
+
 def test_an_xcom_pull_names_one_of_the_requested_tasks_used_or_not(index: VocabIndex) -> None:
     """`xcom_pull(task_ids="...")` reads a task of the file: one the request names (DC303 was the tiny model's
     third error: pulls from a task it made up), whether written already or still to come, and a pull does not
@@ -318,7 +345,8 @@ def test_owners_tags_callables_connections_and_other_dags_are_no_task_ids() -> N
             "SQLCheckOperator on the `analytics_db` connection. Put `check_rows` in a task group with group_id "
             "`quality`.")
     assert request_id_roles(text) == ("dag:lead_scoring", "task:wait_for_load", "task:score_leads",
-                                      "task:check_rows", "group:quality", "member:quality.check_rows")
+                                      "task:check_rows", "group:quality", "member:quality.check_rows",
+                                      "need:def")  # a PythonOperator: its file defines a function
     # a task named inside its group (`group.task`) stays a task, bare too
     assert request_id_roles("DAG `a_b`: in TaskGroup `extract`: `extract.fetch_x`.") == (
         "dag:a_b", "group:extract", "task:extract.fetch_x", "task:fetch_x", "member:extract.fetch_x")

@@ -18,7 +18,9 @@ fine-tuned tiny model (README, "What the decoder keeps"):
 - brackets stay balanced outside strings and comments, and the answer does not end inside one
   (:class:`BracketGuard`);
 - ``python_callable=`` names a function the file defined, ``>>``/``chain()`` name tasks it assigned, and a
-  value the DAG's body assigns from a lower-case name calls one defined above it (:class:`NameGuard`).
+  value the DAG's body assigns from a lower-case name calls one defined above it (:class:`NameGuard`);
+- a request with a Python task (``@task``, TaskFlow, a python callable) gets a function defined before the DAG:
+  the first top-level block after the imports starts with ``def`` (:meth:`IdConstraint._def_due`).
 
 The constraint is a mask over the vocabulary, built from the tokens' text: no grammar engine, any tokenizer.
 A place the request has no id for (the model started a name that is not a prefix of any) is left alone.
@@ -241,7 +243,15 @@ def request_id_roles(text: str) -> tuple[str, ...]:
     extra = list(dict.fromkeys(extra))
     roles, of["group"] = (*roles, *(f"group:{g}" for g in extra)), [*of["group"], *extra]
     members = request_group_members(text, of["group"], of["task"])
-    return (*roles, *(f"member:{g}.{t}" for t, g in members.items()))
+    need = ("need:def",) if of["task"] and _PYTHON_TASK.search(text) else ()
+    return (*roles, *(f"member:{g}.{t}" for t, g in members.items()), *need)
+
+
+# A request that asks for a Python task: a TaskFlow function, a python callable, a PythonOperator (not a
+# `@task.bash`, whose body is a command): its file defines a function before the DAG (:meth:`IdConstraint._def_due`)
+_PYTHON_TASK = re.compile(r"@task\b(?!\.)|task ?flow|python", re.I)
+_MODULE_DEF = re.compile(r"(?m)^(?:async[ \t]+)?def[ \t]")
+_IMPORTED = re.compile(r"(?m)^(?:from|import)[ \t]")
 
 
 def _id_roles(text: str) -> tuple[str, ...]:
@@ -574,8 +584,11 @@ class IdConstraint:
         by_role: dict[str, list[str]] = {r: [] for r in ROLES}
         plain: list[str] = []
         self.member_of: dict[str, str] = {}  # task id -> the group the request puts it in
+        self.need_def = "need:def" in identifiers  # the request asks for a Python task: a def before the DAG
         for item in identifiers:
             role, sep, ident = item.partition(":")
+            if sep and role == "need":
+                continue
             if sep and role == "task":
                 ident = ident.rsplit(".", 1)[-1]  # `g.t`: a task_id place holds `t` (its group adds the `g.`)
             if sep and role == "member":
@@ -595,6 +608,7 @@ class IdConstraint:
         self._heads = BracketGuard()  # the state at line starts (a second guard: the answer's own reads ahead)
         self._forced: dict[str, str | None] = {}  # line start -> the line that must come there
         self._limits: dict[str, int | None] = {}  # line start -> how deep the statement there may go
+        self._forced_def: dict[str, bool] = {}  # line start -> a function must be defined there
 
     def _unused(self, answer: str, role: str) -> tuple[str, ...]:
         """The ids of this role no earlier place in the answer holds; empty: the request named none of this
@@ -814,10 +828,33 @@ class IdConstraint:
                 return tok
         return int(first[0] if pool is None else pool[first[0]])
 
+    def _def_due(self, head: str) -> bool:
+        """At a top-level block start (two blank lines after the imports, the DAG not opened) in a file for a
+        request with a Python task, and no function defined yet: the next block defines one (``def`` or a
+        decorator). The tiny model wrote `PythonOperator(python_callable=x_fn)` with no function at all."""
+        if head not in self._forced_def:
+            due = (head.endswith("\n\n\n") and _FENCE in head and not _DAG_OPENED.search(head)
+                   and not _MODULE_DEF.search(head) and bool(_IMPORTED.search(head)))
+            if due:
+                mode, stack, _ = self._heads.state(head)
+                due = mode == "code" and not stack
+            self._forced_def[head] = due
+        return self._forced_def[head]
+
     def allowed(self, answer: str) -> tuple[str, np.ndarray] | None:
         """("allow", ids) or ("ban", ids) for the next token given the answer so far; None: anything goes."""
         if not self.ids:
             return None
+        if self.need_def:
+            k = answer.rfind("\n")
+            line = answer[k + 1:]
+            if k >= 0 and ("def ".startswith(line) or "@".startswith(line)) and self._def_due(answer[: k + 1]):
+                key = ("d", line)
+                if key not in self._cache:
+                    got = self.index.toward("def "[len(line):]) if "def ".startswith(line) and line != "def " else set()
+                    self._cache[key] = np.array(sorted(got), dtype=np.int64) if got else None
+                if self._cache[key] is not None:
+                    return ("allow", self._cache[key])
         if self.tasks:
             k = answer.rfind("\n")
             target = self._forced_line(answer[: k + 1]) if k >= 0 else None
