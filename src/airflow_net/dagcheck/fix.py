@@ -31,7 +31,9 @@ run of the code.
 from __future__ import annotations
 
 import ast
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from airflow_net.dagcheck.core import check_source
@@ -62,32 +64,32 @@ def _drop_repeats(items: list[ast.expr]) -> list[ast.expr]:
     return out
 
 
+def _dependency(value: ast.expr) -> tuple[list[ast.expr], Callable[[list[ast.expr]], ast.expr]] | None:
+    """A dependency statement's operands (``a >> b >> c``, ``a << b``, ``chain(a, b)``) and how to write the
+    statement again with other operands; None: not one."""
+    for op in (ast.RShift, ast.LShift):
+        if (items := _operands(value, op)) is not None:
+            return items, lambda kept, op=op: functools.reduce(lambda a, b: ast.BinOp(left=a, op=op(), right=b), kept)
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "chain":
+        return value.args, lambda kept: ast.Call(func=value.func, args=kept, keywords=value.keywords)
+    return None
+
+
 def _dedupe_dependencies(source: str, tree: ast.Module) -> str:
     """Each dependency statement (``a >> b``, ``a << b``, ``chain(...)``) without a name repeated next to itself;
     statements that change are written back by ``ast.unparse`` at their own indentation."""
     lines = source.split("\n")
     edits = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Expr):
+        if not isinstance(node, ast.Expr) or (dep := _dependency(node.value)) is None or node.lineno != node.end_lineno:
             continue
-        value, new = node.value, None
-        for op in (ast.RShift, ast.LShift):
-            items = _operands(value, op)
-            kept = _drop_repeats(items) if items else []
-            if len(kept) < len(items or ()):
-                new = kept[0]
-                for item in kept[1:]:
-                    new = ast.BinOp(left=new, op=op(), right=item)
-        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "chain":
-            kept = _drop_repeats(value.args)
-            if len(kept) < len(value.args):
-                new = ast.Call(func=value.func, args=kept, keywords=value.keywords)
-            if node.lineno == node.end_lineno and (pairs := _chain_edges(kept)) and any(a == b for a, b in pairs):
-                # `chain([a, b], [a, c])` pairs a with a: the edges it means, each once, without the self-loops
-                edits.append((node.lineno, node.col_offset, _edges_text(pairs, node.col_offset)))
-                continue
-        if new is not None and node.lineno == node.end_lineno:
-            edits.append((node.lineno, node.col_offset, ast.unparse(ast.Expr(new))))
+        items, rebuild = dep
+        kept = _drop_repeats(items)
+        if isinstance(node.value, ast.Call) and (pairs := _chain_edges(kept)) and any(a == b for a, b in pairs):
+            # `chain([a, b], [a, c])` pairs a with a: the edges it means, each once, without the self-loops
+            edits.append((node.lineno, node.col_offset, _edges_text(pairs, node.col_offset)))
+        elif len(kept) < len(items):
+            edits.append((node.lineno, node.col_offset, ast.unparse(ast.Expr(rebuild(kept)))))
     for line, col, text in sorted(edits, reverse=True):
         lines[line - 1] = lines[line - 1][:col] + text
     return "\n".join(lines)
@@ -160,29 +162,17 @@ def _drop_unknown(source: str, tree: ast.Module, names: set[str]) -> tuple[str, 
     edits: list[tuple[int, int, str | None]] = []
     done: list[tuple[int, str]] = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Expr) or node.lineno != node.end_lineno:
+        if not isinstance(node, ast.Expr) or (dep := _dependency(node.value)) is None or node.lineno != node.end_lineno:
             continue
-        value, items, build = node.value, None, None
-        for op in (ast.RShift, ast.LShift):
-            if (got := _operands(value, op)) is not None:
-                items = got
-                def build(kept: list[ast.expr], op: type = op) -> ast.expr:
-                    new = kept[0]
-                    for item in kept[1:]:
-                        new = ast.BinOp(left=new, op=op(), right=item)
-                    return new
-        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "chain"
-                and not value.keywords and not any(isinstance(a, ast.Starred) for a in value.args)):
-            items = value.args
-            def build(kept: list[ast.expr], func: ast.expr = value.func) -> ast.expr:
-                return ast.Call(func=func, args=kept, keywords=[])
-        if items is None or build is None:
-            continue
+        if isinstance(node.value, ast.Call) and (node.value.keywords
+                                                 or any(isinstance(a, ast.Starred) for a in node.value.args)):
+            continue  # chain(*tasks), chain(..., key=...): what it means is not plain operands
+        items, rebuild = dep
         kept = [k for k in (_without(i, names) for i in items) if k is not None]
         if ast.dump(ast.List(elts=kept, ctx=ast.Load())) == ast.dump(ast.List(elts=items, ctx=ast.Load())):
             continue
         gone = sorted({n.id for i in items for n in ast.walk(i) if isinstance(n, ast.Name) and n.id in names})
-        edits.append((node.lineno, node.col_offset, ast.unparse(ast.Expr(build(kept))) if len(kept) >= 2 else None))
+        edits.append((node.lineno, node.col_offset, ast.unparse(ast.Expr(rebuild(kept))) if len(kept) >= 2 else None))
         done.append((node.lineno, f"line {node.lineno}: dropped {', '.join(map(repr, gone))}"
                     + ("" if len(kept) >= 2 else " (the statement with it: fewer than two tasks left)")))
     for line, col, text in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):

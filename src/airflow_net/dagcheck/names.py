@@ -415,9 +415,11 @@ def _read_now(stmt: ast.stmt) -> list[ast.Name]:
 
 
 def _binds(stmt: ast.stmt) -> set[str]:
-    """The module-level names ``stmt`` binds, anywhere in it (a branch's too), not in a nested scope."""
+    """The module-level names ``stmt`` binds, anywhere in it (a branch's too), not in a nested scope; a ``with``'s
+    own (``as x``: its body is statements of their own, :func:`_straight`)."""
     out: set[str] = set()
-    todo: list[ast.AST] = [stmt]
+    todo: list[ast.AST] = [i.optional_vars for i in stmt.items if i.optional_vars is not None] if isinstance(
+        stmt, (ast.With, ast.AsyncWith)) else [stmt]
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -452,10 +454,8 @@ def used_before_bound(tree: ast.Module) -> list[UndefinedName]:
            for n in ast.walk(tree)):
         return []
     steps = list(_straight(tree.body))
-    binds = [_binds(s) if not isinstance(s, (ast.With, ast.AsyncWith)) else
-             {n.id for item in s.items if item.optional_vars is not None for n in ast.walk(item.optional_vars)
-              if isinstance(n, ast.Name)} for s in steps]
-    later = set().union(*binds) if binds else set()
+    binds = [_binds(s) for s in steps]
+    later = set().union(*binds)
     bound: set[str] = set()
     out: list[UndefinedName] = []
     seen: set[str] = set()

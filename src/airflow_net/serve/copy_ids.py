@@ -608,7 +608,6 @@ class IdConstraint:
         self._heads = BracketGuard()  # the state at line starts (a second guard: the answer's own reads ahead)
         self._forced: dict[str, str | None] = {}  # line start -> the line that must come there
         self._limits: dict[str, int | None] = {}  # line start -> how deep the statement there may go
-        self._forced_def: dict[str, bool] = {}  # line start -> a function must be defined there
 
     def _unused(self, answer: str, role: str) -> tuple[str, ...]:
         """The ids of this role no earlier place in the answer holds; empty: the request named none of this
@@ -627,14 +626,16 @@ class IdConstraint:
         return ids
 
     def _forced_line(self, head: str) -> str | None:
-        """At a statement start in the DAG's body (``head`` ends a line): the line that must come. While a
-        requested task is unwritten, the next one in the request's order: a TaskGroup opening when it belongs to
-        a group not yet opened, else the start of its assignment (``    t = ``, in its group's block for a
-        member)."""
+        """At a statement start (``head`` ends a line): the line that must come. Before the DAG, ``def `` where a
+        function is due (:meth:`_def_due`). In the DAG's body, while a requested task is unwritten, the next one in
+        the request's order: a TaskGroup opening when it belongs to a group not yet opened, else the start of its
+        assignment (``    t = ``, in its group's block for a member)."""
         if head in self._forced:
             return self._forced[head]
         line = None
-        if (self.tasks and head.endswith("\n") and "@task" not in head and _DAG_OPENED.search(head)):
+        if self.need_def and self._def_due(head):
+            line = "def "
+        elif (self.tasks and head.endswith("\n") and "@task" not in head and _DAG_OPENED.search(head)):
             mode, stack, _ = self._heads.state(head)
             if mode == "code" and not stack:
                 line = self._next_statement(head)
@@ -830,31 +831,18 @@ class IdConstraint:
 
     def _def_due(self, head: str) -> bool:
         """At a top-level block start (two blank lines after the imports, the DAG not opened) in a file for a
-        request with a Python task, and no function defined yet: the next block defines one (``def`` or a
-        decorator). The tiny model wrote `PythonOperator(python_callable=x_fn)` with no function at all."""
-        if head not in self._forced_def:
-            due = (head.endswith("\n\n\n") and _FENCE in head and not _DAG_OPENED.search(head)
-                   and not _MODULE_DEF.search(head) and bool(_IMPORTED.search(head)))
-            if due:
-                mode, stack, _ = self._heads.state(head)
-                due = mode == "code" and not stack
-            self._forced_def[head] = due
-        return self._forced_def[head]
+        request with a Python task, and no function defined yet: the next block defines one. The tiny model wrote
+        `PythonOperator(python_callable=x_fn)` with no function at all."""
+        if not (head.endswith("\n\n\n") and _FENCE in head and not _DAG_OPENED.search(head)
+                and not _MODULE_DEF.search(head) and _IMPORTED.search(head)):
+            return False
+        mode, stack, _ = self._heads.state(head)
+        return mode == "code" and not stack
 
     def allowed(self, answer: str) -> tuple[str, np.ndarray] | None:
         """("allow", ids) or ("ban", ids) for the next token given the answer so far; None: anything goes."""
         if not self.ids:
             return None
-        if self.need_def:
-            k = answer.rfind("\n")
-            line = answer[k + 1:]
-            if k >= 0 and ("def ".startswith(line) or "@".startswith(line)) and self._def_due(answer[: k + 1]):
-                key = ("d", line)
-                if key not in self._cache:
-                    got = self.index.toward("def "[len(line):]) if "def ".startswith(line) and line != "def " else set()
-                    self._cache[key] = np.array(sorted(got), dtype=np.int64) if got else None
-                if self._cache[key] is not None:
-                    return ("allow", self._cache[key])
         if self.tasks:
             k = answer.rfind("\n")
             target = self._forced_line(answer[: k + 1]) if k >= 0 else None
