@@ -253,6 +253,21 @@ def test_a_canonical_request_says_what_each_id_names() -> None:
 FENCED = "```python\n"
 
 
+def test_the_code_block_is_not_closed_or_ended_empty_nor_begun_indented(index: VocabIndex) -> None:
+    """A request written by hand ("hey, can you make me a dag called refund_sync, ... as a taskflow function ...")
+    made the tiny model answer "```python\n```": an empty file, which best-of-n then picked (one error, fewer
+    than a real attempt's); kept from it, the model began with " import", an IndentationError."""
+    c = IdConstraint(index, ("dag:refund_sync", "task:pull_refunds"))
+    assert c.violates(FENCED, "```") and c.violates(FENCED, "\n```") and c.violates(FENCED, " import")
+    ended = IdConstraint(index, ("dag:refund_sync",), ends=[0])
+    assert ended.rejects(FENCED, 0, "") and ended.rejects(FENCED + "\n", 0, "")
+    assert not ended.rejects(FENCED + "x = 1\n", 0, "")  # something written: it may end
+    # a blank line, then code, is fine; so are the fence and indentation once code is there
+    assert not c.violates(FENCED, "\n") and not c.violates(FENCED, "import x")
+    assert not c.violates(FENCED + "x = 1\n", "```") and not c.violates(FENCED + "if x:\n", "    y = 1")
+    assert not c.violates("Here:", " ")  # before the code block: prose
+
+
 def test_the_bracket_guard_stops_a_wrong_or_unopened_closer_and_an_early_fence() -> None:
     open_call = FENCED + "x = f(a, [1, 2"
     assert BracketGuard().violates(open_call, ")")  # `[` is open: `)` closes the wrong one

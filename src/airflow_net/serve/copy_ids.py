@@ -16,7 +16,7 @@ fine-tuned tiny model (README, "What the decoder keeps"):
 
 - a request that names tasks but no task group gets no group (an invented group renames its tasks);
 - brackets stay balanced outside strings and comments, and the answer does not end inside one
-  (:class:`BracketGuard`);
+  (:class:`BracketGuard`), nor with its code block empty (:func:`_empty_code`);
 - ``python_callable=`` names a function the file defined, ``>>``/``chain()`` name tasks it assigned, and a
   value the DAG's body assigns from a lower-case name calls one defined above it (:class:`NameGuard`);
 - a request with a Python task (``@task``, TaskFlow, a python callable) gets a function defined before the DAG:
@@ -328,6 +328,15 @@ class VocabIndex:
 
 _CLOSE = {")": "(", "]": "[", "}": "{"}
 _FENCE = "```"
+
+
+def _empty_code(answer: str) -> bool:
+    """The answer opened its code block (the fence's line is complete) and wrote nothing in it yet. A hand-written
+    request made the tiny model answer with an empty block, "```python\n```", and best-of-n picked it (one error,
+    DC306, fewer than a real attempt's); kept from it, the model began with " import" (an IndentationError)."""
+    k = answer.find(_FENCE)
+    nl = answer.find("\n", k) if k >= 0 else -1
+    return nl >= 0 and not answer[nl + 1:].strip()
 
 
 class BracketGuard:
@@ -756,7 +765,7 @@ class IdConstraint:
     def rejects(self, answer: str, token: int, piece: str) -> bool:
         """:meth:`violates`, and an end token while a bracket or a string is still open."""
         if token in self.ends:
-            return bool(self.ids) and not self.brackets.can_end(answer)
+            return bool(self.ids) and (not self.brackets.can_end(answer) or _empty_code(answer))
         if not piece:  # a control token that is not an end (<|im_start|>): never part of an answer
             return bool(self.ids)
         return self.violates(answer, piece)
@@ -769,6 +778,8 @@ class IdConstraint:
         """
         if not self.ids or not piece:
             return False
+        if piece.lstrip("\n")[:1] in ("`", " ", "\t") and _empty_code(answer):
+            return True  # the closing fence right after the opening one (an empty answer), or indented first code
         # the rules are independent: the one that rejects most (a name that must exist) first, so that a
         # rejected token's rivals are checked cheaply
         if self.brackets.state(answer)[0] == "code" and self.names.violates(answer, piece):
